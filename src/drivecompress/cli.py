@@ -1,0 +1,102 @@
+"""Command line: parse, call the library, print. Results go to stdout (``--json``: one object), progress
+and logs to stderr. Exit codes (DESIGN.md): 0 ok, 2 bad input, 3 gate refused, 1 anything else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from drivecompress.errors import BadInputError, GateRefusedError
+
+Handler = Callable[[argparse.Namespace], dict[str, Any]]
+_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler, str]] = {}
+
+
+def command(name: str, help_text: str):
+    """Register a subcommand: the decorated function adds its arguments; ``handler`` runs it."""
+
+    def deco(add_args: Callable[[argparse.ArgumentParser], None]):
+        def bind(handler: Handler) -> Handler:
+            _COMMANDS[name] = (add_args, handler, help_text)
+            return handler
+
+        add_args.bind = bind  # type: ignore[attr-defined]
+        return add_args
+
+    return deco
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="GTSRB npz (default: $DRIVECOMPRESS_DATA, ../shared/datasets/gtsrb32.npz, data/)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, or cuda[:N]")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from drivecompress import commands  # noqa: F401  (registers the subcommands)
+
+    parser = argparse.ArgumentParser(
+        prog="drivecompress",
+        description="Compress traffic-sign perception models and measure them on ONNX Runtime: accuracy, "
+        "safety-critical recall, size, MACs, latency, throughput, calibration.",
+        epilog="MODEL is a checkpoint folder (model.safetensors + model.json), an .onnx file, or 'baseline' "
+        "(the shipped baseline). Exit codes: 0 ok, 2 bad input, 3 gate refused, 1 other error.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (add_args, handler, help_text) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(p)
+        if not getattr(p, "_no_common", False):
+            _common(p)
+        p.set_defaults(_handler=handler)
+    return parser
+
+
+def _print_human(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result.items():
+        if isinstance(v, float):
+            v = f"{v:.4f}" if abs(v) < 100 else f"{v:,.1f}"
+        elif isinstance(v, list | dict):
+            v = json.dumps(v)[:100]
+        table.add_row(str(k), str(v))
+    Console().print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args._handler(args)
+    except BadInputError as exc:
+        print(f"drivecompress: error: {exc}", file=sys.stderr)
+        return 2
+    except GateRefusedError as exc:
+        print(f"drivecompress: gate refused: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("drivecompress: interrupted", file=sys.stderr)
+        return 130
+    if getattr(args, "json", False):
+        print(json.dumps(result, default=str))
+    elif result:
+        _print_human(result)
+    return 0
+
+
+def path_arg(value: str) -> Path:
+    return Path(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""``drivecompress train``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from drivecompress.cli import command
+from drivecompress.models import available_models
+
+
+@command("train", "Train a model from the zoo with the project's training loop; saves the best-on-validation "
+         "checkpoint (model.safetensors + model.json) to --out.")
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
+    p.add_argument("--arch", default="resnet", choices=available_models(), help="model family (default resnet)")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier (default 1.0)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1 for SGD)")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--schedule", choices=["onecycle", "cosine"], default="onecycle")
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--no-augment", action="store_true", help="disable augmentation")
+    p.add_argument("--norm", choices=["per-image", "dataset"], default="per-image",
+                   help="input normalization inside the model (default per-image contrast normalization)")
+    p.add_argument("--amp", choices=["auto", "off", "bf16"], default="auto",
+                   help="bf16 autocast (auto: on when the CPU/GPU supports bf16 natively)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of tracks held out for validation")
+    p.add_argument("--subset", type=int, help="train on a random subset of N images (quick runs)")
+    p.add_argument("--max-batches", type=int, help="cap batches per epoch (quick runs)")
+    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
+
+
+@_args.bind
+def _run(a: argparse.Namespace) -> dict[str, Any]:
+    from drivecompress.errors import BadInputError
+    from drivecompress.train.loop import TrainConfig
+    from drivecompress.train.run import TrainJob, train_model
+
+    if a.epochs < 1 or a.batch_size < 1 or a.lr <= 0:
+        raise BadInputError("--epochs, --batch-size and --lr must be positive")
+    if not 0 < a.val_fraction < 1:
+        raise BadInputError(f"--val-fraction must be in (0, 1), got {a.val_fraction}")
+    cfg = TrainConfig(
+        epochs=a.epochs, batch_size=a.batch_size, optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay,
+        schedule=a.schedule, label_smoothing=a.label_smoothing, augment=not a.no_augment, amp=a.amp,
+        seed=a.seed, max_batches_per_epoch=a.max_batches,
+    )
+    job = TrainJob(out=a.out, arch=a.arch, width=a.width, per_image_norm=a.norm == "per-image", data=a.data,
+                   device=a.device, val_fraction=a.val_fraction, subset=a.subset, overwrite=a.overwrite)
+    return train_model(job, cfg)

@@ -1,0 +1,1 @@
+"""GTSRB data: loading, track-aware splits, augmentation, class metadata, archive import."""

@@ -1,0 +1,71 @@
+"""Decorator registry of model families (timm-style): ``@register_model("resnet")``.
+
+A family is a class with ``default_spec(width_mult, num_classes)`` (a JSON-able dict recording every layer's
+width), a constructor taking that spec, and ``spec()`` that reads the widths back from the live layers —
+so a model whose channels were physically removed saves and reloads from its spec alone.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Protocol
+
+import torch.nn as nn
+
+from drivecompress.errors import BadInputError
+
+_REGISTRY: dict[str, type] = {}
+
+
+class SpecModel(Protocol):
+    """What a registered family provides."""
+
+    def spec(self) -> dict[str, Any]: ...
+
+
+def register_model(name: str):
+    """Register a model family class under ``name`` (the spec's ``arch``)."""
+
+    def deco(cls: type) -> type:
+        if name in _REGISTRY:
+            raise ValueError(f"model family '{name}' registered twice")
+        cls.arch = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def available_models() -> list[str]:
+    """Names of the registered families."""
+    return sorted(_REGISTRY)
+
+
+def default_spec(arch: str, width_mult: float = 1.0, num_classes: int = 43, **kw: Any) -> dict[str, Any]:
+    """The family's default spec scaled by ``width_mult``."""
+    if arch not in _REGISTRY:
+        raise BadInputError(f"unknown model '{arch}' (available: {', '.join(available_models())})")
+    return _REGISTRY[arch].default_spec(width_mult=width_mult, num_classes=num_classes, **kw)
+
+
+def build_model(spec: dict[str, Any]) -> nn.Module:
+    """Build a model from its spec; unknown families or malformed specs raise BadInputError."""
+    arch = spec.get("arch") if isinstance(spec, dict) else None
+    if arch not in _REGISTRY:
+        raise BadInputError(f"model spec: unknown arch {arch!r} (available: {', '.join(available_models())})")
+    try:
+        return _REGISTRY[arch](copy.deepcopy(spec))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInputError(f"model spec for '{arch}' is malformed: {exc}") from exc
+
+
+def spec_of(model: nn.Module) -> dict[str, Any]:
+    """Read the spec back from a (possibly pruned) live model."""
+    if not hasattr(model, "spec"):
+        raise TypeError(f"{type(model).__name__} is not a registered drivecompress model")
+    return model.spec()
+
+
+def round_width(w: float, multiple: int = 8) -> int:
+    """Round a scaled width to a multiple (kernels run faster on aligned channel counts)."""
+    return max(multiple, int(round(w / multiple)) * multiple)

@@ -1,0 +1,1 @@
+"""The one training loop (train, fine-tune, distill, QAT) and safetensors + JSON checkpoints."""

@@ -1,0 +1,81 @@
+"""``drivecompress train``: build a model from the zoo, train it with the one loop, checkpoint the best."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from drivecompress.data.dataset import channel_stats, make_splits
+from drivecompress.data.gtsrb import load_gtsrb
+from drivecompress.errors import BadInputError
+from drivecompress.models import build_model, default_spec
+from drivecompress.train.checkpoint import META, WEIGHTS, save_checkpoint
+from drivecompress.train.loop import TrainConfig, evaluate_accuracy, fit
+from drivecompress.utils.device import select_device
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything ``drivecompress train`` needs besides the loop's hyper-parameters."""
+
+    out: Path
+    arch: str = "resnet"
+    width: float = 1.0
+    per_image_norm: bool = True
+    data: str | None = None
+    device: str | None = None
+    val_fraction: float = 0.1
+    subset: int | None = None
+    overwrite: bool = False
+
+
+def check_out_folder(out: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing checkpoint unless asked (nothing on disk is lost by accident)."""
+    if not overwrite and ((out / WEIGHTS).exists() or (out / META).exists()):
+        raise BadInputError(f"{out}: already holds a checkpoint; choose another --out or pass --overwrite")
+
+
+def train_model(job: TrainJob, cfg: TrainConfig) -> dict[str, Any]:
+    """Train, keep the best-on-validation weights, measure test accuracy, write the checkpoint."""
+    check_out_folder(job.out, job.overwrite)
+    device = select_device(job.device)
+    data = load_gtsrb(job.data)
+    splits = make_splits(data, job.val_fraction, seed=cfg.seed)
+    train, val = splits.train.head(job.subset, cfg.seed), splits.val
+    mean, std = channel_stats(train.x)
+    spec = default_spec(job.arch, job.width)
+    spec["input_norm"] = {"mean": mean, "std": std, "per_image": job.per_image_norm}
+    model = build_model(spec)
+    meta: dict[str, Any] = {
+        "training": {
+            "command": "drivecompress " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("drivecompress") else None,
+            "config": {**asdict(cfg), "arch": job.arch, "width": job.width, "val_fraction": job.val_fraction,
+                       "subset": job.subset, "per_image_norm": job.per_image_norm},
+            "device": str(device),
+            "torch": torch.__version__,
+            "data": str(data.path),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+    }
+
+    def on_best(m: torch.nn.Module, rec: dict[str, float]) -> None:
+        save_checkpoint(job.out, m, {**meta, "metrics": {"val_accuracy": rec["val_acc"], "epoch": rec["epoch"]}})
+
+    result = fit(model, train, val, cfg, device, on_best=on_best, description=f"train {job.arch}")
+    test_acc = evaluate_accuracy(model, splits.test, device)
+    meta["training"]["seconds"] = round(result.seconds, 1)
+    meta["training"]["history"] = result.history
+    meta["metrics"] = {
+        "val_accuracy": result.best_val_accuracy,
+        "best_epoch": result.best_epoch,
+        "test_accuracy": test_acc,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    save_checkpoint(job.out, model, meta)
+    return {"out": str(job.out), **meta["metrics"], "seconds": round(result.seconds, 1)}
