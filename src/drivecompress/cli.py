@@ -7,7 +7,6 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from drivecompress.errors import BadInputError, GateRefusedError
@@ -57,6 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flatten(result: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Nested dicts become dotted keys; long float lists a one-line summary (the JSON keeps everything)."""
+    rows: list[tuple[str, str]] = []
+    for k, v in result.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            rows += _flatten(v, key + ".")
+        elif isinstance(v, float):
+            rows.append((key, f"{v:.4f}" if abs(v) < 100 else f"{v:,.1f}"))
+        elif isinstance(v, int) and not isinstance(v, bool):
+            rows.append((key, f"{v:,}"))
+        elif isinstance(v, list) and len(v) > 8 and all(isinstance(x, float) for x in v):
+            worst = min(range(len(v)), key=lambda i: v[i] if v[i] == v[i] else 2.0)
+            rows.append((key, f"{len(v)} values, min {v[worst]:.4f} (class {worst})"))
+        else:
+            rows.append((key, str(v)))
+    return rows
+
+
 def _print_human(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -64,12 +82,8 @@ def _print_human(result: dict[str, Any]) -> None:
     table = Table(show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for k, v in result.items():
-        if isinstance(v, float):
-            v = f"{v:.4f}" if abs(v) < 100 else f"{v:,.1f}"
-        elif isinstance(v, list | dict):
-            v = json.dumps(v)[:100]
-        table.add_row(str(k), str(v))
+    for k, v in _flatten(result):
+        table.add_row(k, v)
     Console().print(table)
 
 
@@ -92,10 +106,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif result:
         _print_human(result)
     return 0
-
-
-def path_arg(value: str) -> Path:
-    return Path(value)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp)
     try:
         writer(tmp_path)
+        os.chmod(tmp_path, 0o644)  # mkstemp creates 0600; artifacts are meant to be shared
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -1,0 +1,63 @@
+"""``drivecompress eval`` and ``drivecompress bench``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from drivecompress.cli import command
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="checkpoint folder, .onnx file, or 'baseline'")
+
+
+@command("eval", "Evaluate MODEL on the GTSRB test set: accuracy, per-class recall (safety-critical classes "
+         "flagged), ECE, accuracy by sign size, params, MACs, size on disk.")
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    p.add_argument("--subset", type=int, help="evaluate on a random subset of N test images (default: all)")
+    p.add_argument("--batch-size", type=int, default=512)
+
+
+@_eval_args.bind
+def _eval(a: argparse.Namespace) -> dict[str, Any]:
+    from drivecompress.data.dataset import LabeledImages
+    from drivecompress.data.gtsrb import load_gtsrb
+    from drivecompress.evaluate.loading import load_model_arg
+    from drivecompress.evaluate.measure import complexity, evaluate_predictor
+
+    model = load_model_arg(a.model)
+    data = load_gtsrb(a.data)
+    test = LabeledImages.of(data.x_test, data.y_test).head(a.subset)
+    metrics = evaluate_predictor(model.predictor(), test, a.batch_size)
+    return {"model": str(model.source), **{k: metrics[k] for k in ("accuracy", "images")},
+            **complexity(model), **{k: v for k, v in metrics.items() if k not in ("accuracy", "images")}}
+
+
+@command("bench", "Benchmark MODEL on ONNX Runtime: batch-1 latency p50/p99 with one thread (after warm-up) "
+         "and batch-64 throughput with all threads; checkpoints are exported to ONNX first (parity checked). "
+         "The CPU model and its flags are recorded.")
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    p.add_argument("--runs", type=int, default=500, help="timed batch-1 runs (default 500)")
+    p.add_argument("--warmup", type=int, default=50, help="untimed warm-up runs (default 50)")
+    p.add_argument("--seconds", type=float, default=3.0, help="throughput measuring time (default 3 s)")
+
+
+@_bench_args.bind
+def _bench(a: argparse.Namespace) -> dict[str, Any]:
+    from drivecompress.data.dataset import LabeledImages
+    from drivecompress.data.gtsrb import load_gtsrb
+    from drivecompress.errors import BadInputError
+    from drivecompress.evaluate.latency import SpeedConfig
+    from drivecompress.evaluate.loading import load_model_arg
+    from drivecompress.evaluate.measure import bench
+
+    if a.runs < 1 or a.warmup < 0 or a.seconds <= 0:
+        raise BadInputError("--runs must be >= 1, --warmup >= 0, --seconds > 0")
+    model = load_model_arg(a.model)
+    data = load_gtsrb(a.data) if model.module is not None else None
+    check = LabeledImages.of(data.x_test[:64], data.y_test[:64]) if data else None
+    cfg = SpeedConfig(warmup=a.warmup, runs=a.runs, throughput_seconds=a.seconds)
+    return {"model": str(model.source), **bench(model, check, cfg)}

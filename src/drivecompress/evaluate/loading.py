@@ -1,0 +1,50 @@
+"""Resolve a MODEL argument (checkpoint folder, .onnx file, or 'baseline') into something measurable."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from drivecompress.data.gtsrb import repo_root
+from drivecompress.errors import BadInputError
+from drivecompress.evaluate.predictor import OnnxPredictor, Predictor, TorchPredictor
+from drivecompress.train.checkpoint import load_checkpoint
+
+
+def baseline_dir() -> Path:
+    """The shipped baseline checkpoint ($DRIVECOMPRESS_BASELINE overrides, for tests and forks)."""
+    return Path(os.environ.get("DRIVECOMPRESS_BASELINE") or repo_root() / "baseline")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to measure: a torch module (checkpoints) or just an ONNX file."""
+
+    source: Path
+    module: nn.Module | None = None
+    onnx_path: Path | None = None
+    meta: dict[str, Any] | None = None
+
+    def predictor(self, threads: int | None = None) -> Predictor:
+        if self.module is not None:
+            return TorchPredictor(self.module, "cpu", name=self.source.name)
+        assert self.onnx_path is not None
+        return OnnxPredictor(self.onnx_path, threads=threads)
+
+
+def load_model_arg(arg: str | Path) -> LoadedModel:
+    """Accept 'baseline', a checkpoint folder or an ``.onnx`` file; anything else is a clear bad-input error."""
+    path = baseline_dir() if str(arg) == "baseline" else Path(arg)
+    if not path.exists():
+        raise BadInputError(f"{path}: model not found (give a checkpoint folder, an .onnx file, or 'baseline')")
+    if path.is_dir():
+        module, meta = load_checkpoint(path)
+        return LoadedModel(source=path, module=module, meta=meta)
+    if path.suffix.lower() == ".onnx":
+        OnnxPredictor(path)  # fails early with a clear message if the file is corrupt
+        return LoadedModel(source=path, onnx_path=path)
+    raise BadInputError(f"{path}: not a checkpoint folder or an .onnx file")

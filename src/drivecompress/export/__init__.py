@@ -1,0 +1,1 @@
+"""ONNX export with a parity check against PyTorch on real inputs."""
