@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,5 +53,6 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
         seed=a.seed, max_batches_per_epoch=a.max_batches,
     )
     job = TrainJob(out=a.out, arch=a.arch, width=a.width, per_image_norm=a.norm == "per-image", data=a.data,
-                   device=a.device, val_fraction=a.val_fraction, subset=a.subset, overwrite=a.overwrite)
+                   device=a.device, val_fraction=a.val_fraction, subset=a.subset, overwrite=a.overwrite,
+                   command="drivecompress " + shlex.join(sys.argv[1:]))
     return train_model(job, cfg)

@@ -42,7 +42,9 @@ class LabeledImages:
         idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
         return self.subset(idx)
 
-    def batches(self, batch_size: int, device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, batch_size: int, device: torch.device | str = "cpu"
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Ordered float batches in [0, 1] (NCHW) with labels, for evaluation."""
         for i in range(0, len(self), batch_size):
             yield (

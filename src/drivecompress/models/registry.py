@@ -68,4 +68,4 @@ def spec_of(model: nn.Module) -> dict[str, Any]:
 
 def round_width(w: float, multiple: int = 8) -> int:
     """Round a scaled width to a multiple (kernels run faster on aligned channel counts)."""
-    return max(multiple, int(round(w / multiple)) * multiple)
+    return max(multiple, round(w / multiple) * multiple)

@@ -69,7 +69,8 @@ class ResNet(nn.Module):
         stages, it = [], iter(self.blocks)
         for n, stride in zip(self.stage_sizes, self.stage_strides, strict=True):
             blks = [next(it) for _ in range(n)]
-            stages.append({"stride": stride, "out": conv_out(blks[-1].conv2), "mids": [conv_out(b.conv1) for b in blks]})
+            mids = [conv_out(b.conv1) for b in blks]
+            stages.append({"stride": stride, "out": conv_out(blks[-1].conv2), "mids": mids})
         return {
             "arch": "resnet",
             "stem": conv_out(self.stem),

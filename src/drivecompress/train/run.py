@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ class TrainJob:
     val_fraction: float = 0.1
     subset: int | None = None
     overwrite: bool = False
+    command: str | None = None
 
 
 def check_out_folder(out: Path, overwrite: bool) -> None:
@@ -54,7 +53,7 @@ def train_model(job: TrainJob, cfg: TrainConfig) -> dict[str, Any]:
     model = build_model(spec)
     meta: dict[str, Any] = {
         "training": {
-            "command": "drivecompress " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("drivecompress") else None,
+            "command": job.command,
             "config": {**asdict(cfg), "arch": job.arch, "width": job.width, "val_fraction": job.val_fraction,
                        "subset": job.subset, "per_image_norm": job.per_image_norm},
             "device": str(device),

@@ -1,0 +1,37 @@
+import numpy as np
+
+from drivecompress.evaluate.complexity import count_macs, count_params, onnx_params, size_on_disk
+from drivecompress.evaluate.latency import SpeedConfig, measure_speed
+from drivecompress.evaluate.machine import machine_info
+from drivecompress.export.onnx import export_onnx
+from drivecompress.models import build_model
+
+from .conftest import random_images, tiny_model
+
+QUICK = SpeedConfig(warmup=3, runs=20, throughput_seconds=0.2)
+
+
+def test_macs_of_a_hand_computable_model():
+    spec = {"arch": "vgg", "features": [8], "num_classes": 43}
+    model = build_model(spec)
+    # conv 3->8, 3x3 at 32x32: 32*32*8*3*9 MACs, plus the linear layer 8*43 (norm/BN/pool are not MACs)
+    assert count_macs(model) == 32 * 32 * 8 * 27 + 8 * 43
+    assert count_params(model) == 8 * 27 + 2 * 8 + 8 * 43 + 43
+
+
+def test_speed_keys_for_torch_and_onnx(tmp_path):
+    model = tiny_model("vgg")
+    path = export_onnx(model, tmp_path / "v.onnx", random_images(4)).path
+    for target in (model, path):
+        s = measure_speed(target, QUICK)
+        assert set(s) == {"latency_ms_p50", "latency_ms_p99", "throughput_ips"}
+        assert 0 < s["latency_ms_p50"] <= s["latency_ms_p99"] and s["throughput_ips"] > 0
+    assert size_on_disk(path) == path.stat().st_size
+    # ONNX initializers hold the (BN-folded) weights: within a few % of the module's parameters
+    assert np.isclose(onnx_params(path), count_params(model), rtol=0.1)
+
+
+def test_machine_info_records_cpu_flags():
+    info = machine_info()
+    assert info["cores"] >= 1 and isinstance(info["cpu_flags"], list) and info["cpu"]
+    assert {"torch", "onnxruntime"} <= set(info)
