@@ -1,0 +1,46 @@
+"""Calibration data for ONNX Runtime's static quantizer: a checked batch reader over float NCHW images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+
+from drivecompress.errors import BadInputError
+
+
+def check_calibration_images(images: np.ndarray, where: str = "calibration set") -> np.ndarray:
+    """Calibration images must be float NCHW [N,3,32,32] in [0, 1] — the deploy input — or uint8 NHWC."""
+    arr = np.asarray(images)
+    if arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[1:] == (32, 32, 3):
+        return arr.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    if arr.ndim != 4 or arr.shape[1:] != (3, 32, 32):
+        raise BadInputError(f"{where}: shape {arr.shape}, expected [N, 3, 32, 32] float or [N, 32, 32, 3] uint8")
+    if len(arr) == 0:
+        raise BadInputError(f"{where}: no images")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise BadInputError(f"{where}: dtype {arr.dtype}, expected float32 in [0, 1] or uint8")
+    return arr.astype(np.float32)
+
+
+class ImageReader(CalibrationDataReader):
+    """Feeds images to ORT's calibrator in fixed-size batches (re-iterable via ``rewind``)."""
+
+    def __init__(self, images: np.ndarray, input_name: str = "image", batch_size: int = 32) -> None:
+        self.images = check_calibration_images(images)
+        self.input_name = input_name
+        self.batch_size = batch_size
+        self._it: Iterator[dict[str, np.ndarray]] = iter(())
+        self.rewind()
+
+    def rewind(self) -> None:
+        self._it = (
+            {self.input_name: self.images[i : i + self.batch_size]} for i in range(0, len(self.images), self.batch_size)
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def __len__(self) -> int:
+        return len(self.images)

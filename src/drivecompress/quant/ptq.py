@@ -1,0 +1,140 @@
+"""Post-training static int8 quantization through ONNX Runtime's quantization tools.
+
+QDQ format (the format ORT's graph optimizer fuses into QLinearConv/QGemm kernels), int8 weights per output
+channel, uint8 activations (the U8S8 combination is the fast path on VNNI CPUs), calibration on a small
+training subset, ORT's recommended pre-processing (shape inference + graph optimization, which folds
+BatchNorm into Conv), and float fallback for chosen nodes by name or glob pattern.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+
+from drivecompress.errors import BadInputError
+from drivecompress.quant.calibration import ImageReader, check_calibration_images
+from drivecompress.utils.io import atomic_write
+
+CalibName = Literal["minmax", "percentile", "entropy"]
+_METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+            "entropy": CalibrationMethod.Entropy}
+QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class PTQConfig:
+    """Static quantization settings. Defaults were chosen by ``benchmarks/bench_quant.py`` on this machine."""
+
+    calibration: CalibName = "minmax"
+    calibration_images: int = 512
+    percentile: float = 99.999
+    per_channel: bool = True
+    preprocess: bool = True
+    exclude: tuple[str, ...] = field(default_factory=tuple)
+    """Node names or glob patterns (e.g. ``"*classifier*"``) kept in float."""
+
+
+@dataclass(frozen=True)
+class PTQResult:
+    path: Path
+    quantized_nodes: list[str]
+    excluded_nodes: list[str]
+
+
+def _load_onnx(path: Path) -> onnx.ModelProto:
+    if not path.is_file():
+        raise BadInputError(f"{path}: ONNX model file not found")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # protobuf DecodeError, ValidationError, ...
+        raise BadInputError(f"{path}: not a valid ONNX model ({exc.__class__.__name__})") from exc
+    return model
+
+
+def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes whose weights ORT quantizes (Conv/Gemm/MatMul)."""
+    return [n.name for n in model.graph.node if n.op_type in QUANTIZABLE_OPS]
+
+
+def resolve_patterns(names: list[str], patterns: tuple[str, ...]) -> list[str]:
+    """Node names matching any pattern; a pattern matching nothing is an error naming it."""
+    out: list[str] = []
+    for pat in patterns:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pat) or n == pat]
+        if not hits:
+            raise BadInputError(f"exclude pattern '{pat}' matches no quantizable node (e.g. {names[:3]})")
+        out += [h for h in hits if h not in out]
+    return out
+
+
+def preprocess(src: Path, dst: Path) -> Path:
+    """ORT's recommended pre-processing: symbolic shape inference and graph optimization."""
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+    return dst
+
+
+def quantize_ptq(
+    fp32_onnx: str | Path,
+    out: str | Path,
+    calibration: np.ndarray,
+    cfg: PTQConfig | None = None,
+    only_nodes: list[str] | None = None,
+) -> PTQResult:
+    """Quantize ``fp32_onnx`` to an int8 QDQ model at ``out`` (written atomically).
+
+    ``only_nodes`` restricts quantization to those nodes (used by the per-layer sensitivity analysis).
+    """
+    cfg = cfg or PTQConfig()
+    src = Path(fp32_onnx)
+    _load_onnx(src)
+    images = check_calibration_images(calibration)[: cfg.calibration_images]
+    if cfg.calibration not in _METHODS:
+        raise BadInputError(f"calibration method '{cfg.calibration}' unknown (choose {', '.join(_METHODS)})")
+    logging.getLogger().setLevel(logging.WARNING)  # ORT's quantizer logs every node at INFO
+    with tempfile.TemporaryDirectory(prefix="dc-ptq-") as tmp:
+        model_in = preprocess(src, Path(tmp) / "pre.onnx") if cfg.preprocess else src
+        names = quantizable_nodes(onnx.load(str(model_in)))
+        excluded = resolve_patterns(names, cfg.exclude)
+        extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
+        if cfg.calibration == "percentile":
+            extra["CalibPercentile"] = cfg.percentile
+
+        def write(tmp_out: Path) -> None:
+            quantize_static(
+                str(model_in), str(tmp_out), ImageReader(images),
+                quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=_METHODS[cfg.calibration],
+                nodes_to_exclude=excluded or None, nodes_to_quantize=only_nodes,
+                extra_options=extra,
+            )
+
+        atomic_write(out, write)
+    quantized = [n for n in (only_nodes or names) if n not in excluded]
+    return PTQResult(path=Path(out), quantized_nodes=quantized, excluded_nodes=excluded)
+
+
+def int8_weight_count(path: str | Path) -> dict[str, int]:
+    """How many initializers are stored as int8/uint8 vs float: proof the graph really holds int8 weights."""
+    model = onnx.load(str(path))
+    kinds = {"int8": 0, "uint8": 0, "float": 0, "int8_elements": 0, "float_elements": 0}
+    for init in model.graph.initializer:
+        n = int(np.prod(init.dims)) if init.dims else 1
+        if init.data_type == onnx.TensorProto.INT8:
+            kinds["int8"] += 1
+            kinds["int8_elements"] += n
+        elif init.data_type == onnx.TensorProto.UINT8:
+            kinds["uint8"] += 1
+        elif init.data_type == onnx.TensorProto.FLOAT:
+            kinds["float"] += 1
+            kinds["float_elements"] += n
+    return kinds
