@@ -1,0 +1,105 @@
+"""fp32 vs PTQ (each calibration method) vs QAT, measured side by side in one run on ONNX Runtime.
+
+    python benchmarks/bench_quant.py [--model baseline] [--qat-epochs 2] [--subset N] [--out runs/bench_quant]
+
+Prints a table (accuracy, min safety-critical recall, size, batch-1 p50/p99 with one thread, batch-64
+throughput with all threads, and ratios against fp32) and writes it as JSON and Markdown into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from drivecompress.data.dataset import make_splits
+from drivecompress.data.gtsrb import load_gtsrb
+from drivecompress.evaluate.compare import measure_onnx
+from drivecompress.evaluate.latency import SpeedConfig
+from drivecompress.evaluate.loading import load_model_arg
+from drivecompress.evaluate.machine import machine_info
+from drivecompress.export.onnx import export_onnx
+from drivecompress.quant.ptq import PTQConfig, quantize_ptq
+from drivecompress.quant.qat import QAT_DEFAULTS, export_qat, qat_finetune
+from drivecompress.utils.device import select_device
+
+
+def _images(x: np.ndarray) -> np.ndarray:
+    return x.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+
+
+def markdown(rows: list[dict], machine: dict) -> str:
+    head = "| model | accuracy | Δ pts | min safety recall | size KB | p50 ms | p99 ms | p50 speed-up | thr. img/s |"
+    lines = [head, "|" + "---|" * 9]
+    base = rows[0]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {100 * r['accuracy']:.2f}% | {100 * (r['accuracy'] - base['accuracy']):+.2f} | "
+            f"{r['min_safety_critical_recall']:.3f} | {r['size_bytes'] / 1024:.0f} | {r['latency_ms_p50']:.3f} | "
+            f"{r['latency_ms_p99']:.3f} | {base['latency_ms_p50'] / r['latency_ms_p50']:.2f}x | "
+            f"{r['throughput_ips']:.0f} |"
+        )
+    lines.append(f"\nMachine: {machine['cpu']}, {machine['cores']} cores, flags {' '.join(machine['cpu_flags'])}, "
+                 f"onnxruntime {machine['onnxruntime']}, torch {machine['torch']}.")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="baseline")
+    ap.add_argument("--data")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench_quant"))
+    ap.add_argument("--subset", type=int, help="test images (default: all 12,630)")
+    ap.add_argument("--qat-epochs", type=int, default=QAT_DEFAULTS.epochs, help="0 skips QAT")
+    ap.add_argument("--calibration-images", type=int, default=512)
+    ap.add_argument("--runs", type=int, default=1000)
+    a = ap.parse_args()
+    err = Console(file=sys.stderr)
+    loaded = load_model_arg(a.model)
+    data = load_gtsrb(a.data)
+    splits = make_splits(data)
+    test = splits.test.head(a.subset)
+    calib = _images(splits.train.head(a.calibration_images).x)
+    a.out.mkdir(parents=True, exist_ok=True)
+    fp32 = export_onnx(loaded.module, a.out / "fp32.onnx", _images(test.x[:64]))
+    models = {"fp32": fp32.path}
+    for method in ("minmax", "percentile", "entropy"):
+        err.print(f"PTQ {method} ...")
+        cfg = PTQConfig(calibration=method, calibration_images=a.calibration_images)
+        models[f"ptq-{method}"] = quantize_ptq(fp32.path, a.out / f"ptq-{method}.onnx", calib, cfg).path
+    if a.qat_epochs > 0:
+        cfg = dataclasses.replace(QAT_DEFAULTS, epochs=a.qat_epochs)
+        q, _res = qat_finetune(loaded.module, splits.train, splits.val, cfg, select_device(None))
+        export_qat(q, a.out / "qat.onnx", _images(test.x[:64]))
+        models["qat"] = a.out / "qat.onnx"
+    speed = SpeedConfig(runs=a.runs, warmup=100)
+    rows = []
+    for name, path in models.items():
+        err.print(f"measuring {name} ...")
+        m = measure_onnx(path, test, speed)
+        rows.append({"name": name, **{k: v for k, v in m.items() if k not in ("per_class_recall",)}})
+    machine = machine_info()
+    table = Table(title=f"int8 on ONNX Runtime vs fp32 ({len(test)} test images)")
+    for col in ("model", "accuracy", "Δ pts", "min safety recall", "size KB", "p50 ms", "p99 ms", "speed-up",
+                "img/s"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["name"], f"{100 * r['accuracy']:.2f}%", f"{100 * (r['accuracy'] - rows[0]['accuracy']):+.2f}",
+                      f"{r['min_safety_critical_recall']:.3f}", f"{r['size_bytes'] / 1024:.0f}",
+                      f"{r['latency_ms_p50']:.3f}", f"{r['latency_ms_p99']:.3f}",
+                      f"{rows[0]['latency_ms_p50'] / r['latency_ms_p50']:.2f}x", f"{r['throughput_ips']:.0f}")
+    Console(width=140).print(table)
+    Console().print(f"machine: {machine['cpu']} | flags: {' '.join(machine['cpu_flags'])}")
+    (a.out / "results.json").write_text(json.dumps({"rows": rows, "machine": machine}, indent=2))
+    (a.out / "results.md").write_text(markdown(rows, machine) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
