@@ -1,0 +1,1 @@
+"""Recipes (typed, validated steps), the step registry, and the resumable runner."""

@@ -1,0 +1,107 @@
+"""report.html: summary table with ratios, trade-off plots, per-class recall deltas, gate, machine, recipe."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from drivecompress.data.classes import CLASS_NAMES, SAFETY_CRITICAL
+from drivecompress.report.plots import recall_deltas, tradeoff
+from drivecompress.utils.io import atomic_write_text
+
+ROWS = [
+    ("accuracy", "top-1 accuracy", lambda v: f"{100 * v:.2f}%"),
+    ("min_safety_critical_recall", "min safety-critical recall", lambda v: f"{100 * v:.2f}%"),
+    ("ece", "expected calibration error", lambda v: f"{v:.4f}"),
+    ("params", "parameters", lambda v: f"{v:,}"),
+    ("macs", "MACs", lambda v: f"{v:,}"),
+    ("size_bytes", "size on disk", lambda v: f"{v / 1024:,.1f} KiB"),
+    ("latency_ms_p50", "latency p50 (batch 1, 1 thread)", lambda v: f"{v:.3f} ms"),
+    ("latency_ms_p99", "latency p99 (batch 1, 1 thread)", lambda v: f"{v:.3f} ms"),
+    ("throughput_ips", "throughput (batch 64)", lambda v: f"{v:,.0f} img/s"),
+    ("corruption_accuracy", "corruption accuracy", lambda v: f"{100 * v:.2f}%"),
+    ("adversarial_accuracy", "adversarial accuracy", lambda v: f"{100 * v:.2f}%"),
+]
+LOWER_IS_BETTER = {"ece", "params", "macs", "size_bytes", "latency_ms_p50", "latency_ms_p99"}
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.pass{color:#1e8449}.fail{color:#c0392b}
+.safety{background:#fdecea}pre{background:#f7f7f7;padding:1em;overflow:auto}img{max-width:100%}"""
+
+
+def _ratio(key: str, b: Any, f: Any) -> str:
+    if not isinstance(b, int | float) or not isinstance(f, int | float) or not b or not f:
+        return ""
+    if key in ("accuracy", "min_safety_critical_recall", "corruption_accuracy", "adversarial_accuracy"):
+        return f"{100 * (f - b):+.2f} pts"
+    r = b / f if key in LOWER_IS_BETTER else f / b
+    return f"{r:.2f}x {'better' if r >= 1 else 'worse'}"
+
+
+def summary_table(base: dict[str, Any], final: dict[str, Any]) -> str:
+    rows = ['<table id="summary"><tr><th>metric</th><th>baseline</th><th>final</th><th>change</th></tr>']
+    for key, label, fmt in ROWS:
+        b, f = base.get(key), final.get(key)
+        if b is None and f is None:
+            continue
+        show = lambda v, fmt=fmt: fmt(v) if v is not None else "not measured"  # noqa: E731
+        rows.append(f"<tr><td>{label}</td><td>{show(b)}</td><td>{show(f)}</td><td>{_ratio(key, b, f)}</td></tr>")
+    return "\n".join(rows) + "</table>"
+
+
+def steps_table(report: dict[str, Any]) -> str:
+    rows = ["<table><tr><th>stage</th><th>type</th><th>seconds</th><th>accuracy</th><th>MACs</th>"
+            "<th>size KiB</th><th>p50 ms</th><th>img/s</th></tr>"]
+    stages = [("input model", "-", 0, report["baseline"])] + [
+        (s["name"], s["type"], s["seconds"], s["metrics"]) for s in report["steps"]]
+    for name, kind, sec, m in stages:
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{kind}</td><td>{sec}</td><td>{100 * m['accuracy']:.2f}%"
+                    f"</td><td>{m.get('macs', 0):,}</td><td>{m['size_bytes'] / 1024:,.1f}</td>"
+                    f"<td>{m['latency_ms_p50']:.3f}</td><td>{m['throughput_ips']:,.0f}</td></tr>")
+    return "\n".join(rows) + "</table>"
+
+
+def safety_table(base: dict[str, Any], final: dict[str, Any]) -> str:
+    rows = ["<table><tr><th>class</th><th>baseline recall</th><th>final recall</th><th>change</th></tr>"]
+    for c in range(len(base["per_class_recall"])):
+        b, f = base["per_class_recall"][c], final["per_class_recall"][c]
+        cls = ' class="safety"' if c in SAFETY_CRITICAL else ""
+        rows.append(f"<tr{cls}><td>{c} {html.escape(CLASS_NAMES[c])}{' ⚠' if cls else ''}</td>"
+                    f"<td>{100 * b:.2f}%</td><td>{100 * f:.2f}%</td><td>{100 * (f - b):+.2f}</td></tr>")
+    return "\n".join(rows) + "</table>"
+
+
+def render(report: dict[str, Any]) -> str:
+    base, final, gate = report["baseline"], report["final"], report["gate"]
+    points = [("input", base)] + [(s["name"], s["metrics"]) for s in report["steps"]]
+    verdict = ('<p class="pass"><b>PASSED</b>: every budget is met.</p>' if gate["passed"] else
+               '<p class="fail"><b>REJECTED</b>:</p><ul>' + "".join(
+                   f"<li class='fail'>{html.escape(v)}</li>" for v in gate["violations"]) + "</ul>")
+    mach = report.get("machine", {})
+    img = '<img alt="{}" src="data:image/png;base64,{}">'
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>drivecompress report</title><style>{CSS}</style></head><body>
+<h1>drivecompress report</h1>
+<p>Input model: <code>{html.escape(str(report.get('model', '')))}</code> — final artifact:
+<code>{html.escape(str(report.get('artifact', '')))}</code></p>
+<h2>Summary: baseline vs final</h2>{summary_table(base, final)}
+<h2>Safety gate</h2>{verdict}
+<h2>Every stage</h2>{steps_table(report)}
+<h2>Trade-offs</h2>
+{img.format("accuracy vs latency", tradeoff(points, "latency_ms_p50", "latency p50, batch 1, 1 thread (ms)"))}
+{img.format("accuracy vs size", tradeoff(points, "size_bytes", "size on disk (KiB)"))}
+<h2>Per-class recall change</h2>
+{img.format("recall deltas", recall_deltas(base["per_class_recall"], final["per_class_recall"]))}
+{safety_table(base, final)}
+<h2>Machine</h2><pre>{html.escape(json.dumps(mach, indent=2))}</pre>
+<h2>Recipe</h2><pre>{html.escape(yaml.safe_dump(report.get('recipe', {}), sort_keys=False))}</pre>
+</body></html>"""
+
+
+def write_html(report: dict[str, Any], path: str | Path) -> Path:
+    return atomic_write_text(path, render(report))

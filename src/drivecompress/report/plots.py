@@ -1,0 +1,51 @@
+"""Matplotlib figures as base64 PNGs (embedded, so report.html is one self-contained file)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from drivecompress.data.classes import SAFETY_CRITICAL
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def tradeoff(points: list[tuple[str, dict[str, Any]]], x_key: str, x_label: str) -> str:
+    """Accuracy against latency or size for the input model and every step."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    xs = [m[x_key] / (1024 if x_key == "size_bytes" else 1) for _, m in points]
+    ys = [100 * m["accuracy"] for _, m in points]
+    ax.plot(xs, ys, "-", color="#999", lw=1)
+    for (name, _), x, y in zip(points, xs, ys, strict=True):
+        ax.scatter([x], [y], s=40, zorder=3)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def recall_deltas(baseline: list[float], final: list[float]) -> str:
+    """Per-class recall change (points), safety-critical classes in red."""
+    deltas = [100 * (f - b) for b, f in zip(baseline, final, strict=True)]
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    colors = ["#c0392b" if c in SAFETY_CRITICAL else "#7f8c8d" for c in range(len(deltas))]
+    ax.bar(range(len(deltas)), deltas, color=colors)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(len(deltas)))
+    ax.set_xticklabels([str(c) for c in range(len(deltas))], fontsize=7)
+    ax.set_xlabel("class (red: safety-critical)")
+    ax.set_ylabel("recall change (points)")
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
