@@ -60,7 +60,7 @@ def main() -> int:
     ap.add_argument("--calibration-images", type=int, default=512)
     ap.add_argument("--runs", type=int, default=1000)
     a = ap.parse_args()
-    err = Console(file=sys.stderr)
+    err = Console(stderr=True)
     loaded = load_model_arg(a.model)
     data = load_gtsrb(a.data)
     splits = make_splits(data)

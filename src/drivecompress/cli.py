@@ -106,7 +106,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif result:
         _print_human(result)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

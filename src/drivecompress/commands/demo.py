@@ -7,7 +7,6 @@ and its exported ONNX twin), so a newcomer sees the numbers every later compress
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from drivecompress.cli import command
@@ -28,7 +27,7 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     from drivecompress.evaluate.loading import load_model_arg
     from drivecompress.evaluate.measure import bench, evaluate_predictor
 
-    err = Console(file=sys.stderr)
+    err = Console(stderr=True)
     model = load_model_arg(a.model)
     data = load_gtsrb(a.data)
     test = LabeledImages.of(data.x_test, data.y_test)

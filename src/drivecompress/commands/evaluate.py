@@ -26,11 +26,13 @@ def _eval(a: argparse.Namespace) -> dict[str, Any]:
     from drivecompress.data.gtsrb import load_gtsrb
     from drivecompress.evaluate.loading import load_model_arg
     from drivecompress.evaluate.measure import complexity, evaluate_predictor
+    from drivecompress.utils.device import select_device
 
+    device = select_device(a.device)
     model = load_model_arg(a.model)
     data = load_gtsrb(a.data)
     test = LabeledImages.of(data.x_test, data.y_test).head(a.subset)
-    metrics = evaluate_predictor(model.predictor(), test, a.batch_size)
+    metrics = evaluate_predictor(model.predictor(device=device), test, a.batch_size)
     return {"model": str(model.source), **{k: metrics[k] for k in ("accuracy", "images")},
             **complexity(model), **{k: v for k, v in metrics.items() if k not in ("accuracy", "images")}}
 
@@ -53,9 +55,11 @@ def _bench(a: argparse.Namespace) -> dict[str, Any]:
     from drivecompress.evaluate.latency import SpeedConfig
     from drivecompress.evaluate.loading import load_model_arg
     from drivecompress.evaluate.measure import bench
+    from drivecompress.utils.device import select_device
 
     if a.runs < 1 or a.warmup < 0 or a.seconds <= 0:
         raise BadInputError("--runs must be >= 1, --warmup >= 0, --seconds > 0")
+    select_device(a.device)  # validates --device; latency is always measured on the CPU runtime
     model = load_model_arg(a.model)
     data = load_gtsrb(a.data) if model.module is not None else None
     check = LabeledImages.of(data.x_test[:64], data.y_test[:64]) if data else None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from drivecompress.data.gtsrb import repo_root
@@ -29,9 +30,9 @@ class LoadedModel:
     onnx_path: Path | None = None
     meta: dict[str, Any] | None = None
 
-    def predictor(self, threads: int | None = None) -> Predictor:
+    def predictor(self, threads: int | None = None, device: str | torch.device = "cpu") -> Predictor:
         if self.module is not None:
-            return TorchPredictor(self.module, "cpu", name=self.source.name)
+            return TorchPredictor(self.module, device, name=self.source.name)
         assert self.onnx_path is not None
         return OnnxPredictor(self.onnx_path, threads=threads)
 

@@ -12,7 +12,6 @@ Run folder (all writes atomic):
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from drivecompress.train.checkpoint import load_checkpoint, save_checkpoint
 from drivecompress.utils.device import seed_everything, select_device
 from drivecompress.utils.io import atomic_write_json, atomic_write_text
 
-_err = Console(file=sys.stderr)
+_err = Console(stderr=True)
 
 
 def _images(x):

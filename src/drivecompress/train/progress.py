@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -21,7 +19,7 @@ class TrainProgress:
     def __init__(self, description: str, epochs: int, steps_per_epoch: int) -> None:
         self.epochs, self.steps = epochs, steps_per_epoch
         self.epoch, self.val = 0, float("nan")
-        console = Console(file=sys.stderr)
+        console = Console(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

@@ -1,0 +1,73 @@
+import pytest
+import yaml
+
+from drivecompress.data.gtsrb import repo_root
+from drivecompress.errors import BadInputError
+from drivecompress.pipeline.recipe import load_recipe, parse_recipe
+from drivecompress.pipeline.steps import PTQStep
+
+
+def _write(tmp_path, doc) -> str:
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return str(p)
+
+
+def test_shipped_recipes_validate():
+    for name in ("int8-ptq", "int8-qat", "default"):
+        r = load_recipe(repo_root() / "recipes" / f"{name}.yaml")
+        assert r.steps and r.resolved()["steps"][0]["type"] == r.steps[0][0]
+
+
+def test_defaults_are_filled_in():
+    r = parse_recipe({"steps": [{"type": "ptq"}]})
+    kind, cfg = r.steps[0]
+    assert kind == "ptq" and isinstance(cfg, PTQStep) and cfg.calibration == "minmax"
+    assert r.resolved()["steps"][0]["calibration_images"] == 512
+
+
+@pytest.mark.parametrize(
+    ("doc", "needle"),
+    [
+        ({"steps": [{"type": "warp-drive"}]}, "step 0: unknown step type 'warp-drive'"),
+        ({"steps": [{"type": "ptq", "calibraton": "minmax"}]}, "step 0 (ptq): unknown key 'calibraton'"),
+        ({"steps": [{"type": "ptq", "calibration_images": "many"}]}, "key 'calibration_images'"),
+        ({"steps": [{"type": "ptq", "calibration": "magic"}]}, "key 'calibration'"),
+        ({"steps": [{"type": "finetune", "epochs": 0}]}, "step 0 (finetune): key 'epochs'"),
+        ({"steps": [{"calibration": "minmax"}]}, "needs a 'type'"),
+        ({"steps": []}, "'steps' must be a non-empty list"),
+        ({"steps": [{"type": "ptq"}], "budgets": {"max_acc_drop": 1}}, "unknown key 'budgets.max_acc_drop'"),
+        ({"steps": [{"type": "ptq"}], "budgets": {"max_accuracy_drop": "lots"}}, "key 'budgets.max_accuracy_drop'"),
+    ],
+)
+def test_validation_errors_name_file_step_and_key(tmp_path, doc, needle):
+    path = _write(tmp_path, doc)
+    with pytest.raises(BadInputError) as info:
+        load_recipe(path)
+    assert path in str(info.value) and needle in str(info.value)
+
+
+def test_set_overrides_are_type_checked(tmp_path):
+    path = _write(tmp_path, {"steps": [{"type": "finetune"}, {"type": "ptq"}]})
+    r = load_recipe(path, ["steps.1.calibration=entropy", "budgets.max_accuracy_drop=0.4"])
+    assert r.steps[1][1].calibration == "entropy" and r.budgets.max_accuracy_drop == 0.4
+    with pytest.raises(BadInputError, match="key 'epochs'"):
+        load_recipe(path, ["steps.0.epochs=two"])
+    with pytest.raises(BadInputError, match="unknown key 'ratio'"):
+        load_recipe(path, ["steps.1.ratio=0.4"])
+    with pytest.raises(BadInputError, match="not a step index"):
+        load_recipe(path, ["steps.5.lr=0.1"])
+    with pytest.raises(BadInputError, match="KEY=VALUE"):
+        load_recipe(path, ["steps.0.lr"])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(BadInputError, match="recipe file not found"):
+        load_recipe(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: [unclosed")
+    with pytest.raises(BadInputError, match="not valid YAML"):
+        load_recipe(bad)
+    bad.write_text("- just a list")
+    with pytest.raises(BadInputError, match="a recipe is a mapping"):
+        load_recipe(bad)

@@ -1,0 +1,88 @@
+"""The runner on tiny recipes: run folder contract, gate refusal, SIGKILL + --resume equivalence."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from drivecompress.cli import main
+from drivecompress.train.checkpoint import save_checkpoint
+
+from ..conftest import tiny_model
+
+EVAL = {"test_subset": 300, "latency_runs": 20, "throughput_seconds": 0.2}
+METRIC_KEYS = {"accuracy", "per_class_recall", "params", "macs", "size_bytes", "latency_ms_p50", "latency_ms_p99",
+               "throughput_ips", "ece"}
+
+
+@pytest.fixture()
+def ckpt(tmp_path):
+    return str(save_checkpoint(tmp_path / "ck", tiny_model("resnet")))
+
+
+def _recipe(tmp_path, steps, budgets=None, name="r.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump({"evaluation": EVAL, "budgets": budgets or {}, "steps": steps}))
+    return str(p)
+
+
+def test_report_schema_and_run_folder(tmp_path, ckpt, capsys):
+    recipe = _recipe(tmp_path, [{"type": "ptq", "calibration_images": 32}])
+    out = tmp_path / "run"
+    assert main(["compress", ckpt, "--recipe", recipe, "--out", str(out), "--json"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep) >= {"baseline", "steps", "final", "gate"}
+    assert set(rep["baseline"]) >= METRIC_KEYS and set(rep["final"]) >= METRIC_KEYS
+    assert [set(s) >= {"name", "type", "seconds", "metrics"} for s in rep["steps"]] == [True]
+    assert rep["gate"] == {"passed": True, "violations": []} and len(rep["final"]["per_class_recall"]) == 43
+    for f in ("model.onnx", "baseline.onnx", "report.html", "recipe.yaml"):
+        assert (out / f).exists(), f
+    html = (out / "report.html").read_text()
+    assert 'id="summary"' in html and "data:image/png;base64," in html
+    assert json.loads(capsys.readouterr().out)["gate_passed"] is True
+    # a second run into the same folder is refused without --resume; nothing is touched
+    before = (out / "report.json").read_bytes()
+    assert main(["compress", ckpt, "--recipe", recipe, "--out", str(out)]) == 2
+    assert (out / "report.json").read_bytes() == before
+
+
+def test_gate_refusal_exits_3_and_keeps_rejected_model(tmp_path, ckpt, capsys):
+    recipe = _recipe(tmp_path, [{"type": "ptq", "calibration_images": 32}], budgets={"max_latency_ms": 1e-6})
+    out = tmp_path / "run"
+    assert main(["compress", ckpt, "--recipe", recipe, "--out", str(out)]) == 3
+    assert (out / "model.rejected.onnx").exists() and not (out / "model.onnx").exists()
+    rep = json.loads((out / "report.json").read_text())
+    assert not rep["gate"]["passed"] and "exceeds" in rep["gate"]["violations"][0]
+    assert "REJECTED" in (out / "report.html").read_text()
+    assert "gate refused" in capsys.readouterr().err
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, ckpt):
+    steps = [{"type": "finetune", "epochs": 1, "train_subset": 256, "batch_size": 64},
+             {"type": "finetune", "epochs": 2, "train_subset": 768, "batch_size": 64, "name": "long"},
+             {"type": "ptq", "calibration_images": 32}]
+    recipe = _recipe(tmp_path, steps)
+    cmd = [sys.executable, "-m", "drivecompress", "compress", ckpt, "--recipe", recipe]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (killed / "steps" / "01-finetune").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert proc.poll() is None, "run finished before it could be killed mid-step"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (killed / "steps" / "00-finetune" / "done.json").exists()
+    assert not (killed / "steps" / "01-finetune" / "done.json").exists()
+    assert subprocess.run([*cmd, "--out", str(killed), "--resume"], capture_output=True).returncode == 0
+    whole = tmp_path / "whole"
+    assert subprocess.run([*cmd, "--out", str(whole)], capture_output=True).returncode == 0
+    a = json.loads((killed / "report.json").read_text())["final"]
+    b = json.loads((whole / "report.json").read_text())["final"]
+    assert a["accuracy"] == b["accuracy"] and a["per_class_recall"] == b["per_class_recall"]
+    assert a["size_bytes"] == b["size_bytes"] and a["macs"] == b["macs"]
