@@ -19,9 +19,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/drivecompress demo
 
-# Fast suite (slow-marked tests excluded); exit code 5 ("no tests collected") is treated as a failure
-# worth seeing, not hidden: pytest returns it only if the suite is empty.
+# Fast suite (slow-marked tests excluded). pytest's exit code 5 ("no tests collected") is turned into a
+# visible failure: an empty suite must never pass as green.
 test: $(STAMP)
+	bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -m "not slow" -q; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc

@@ -1,48 +1,46 @@
-"""``drivecompress demo``: the main job on the shipped baseline.
-
-Until the recipe runner lands it evaluates and benchmarks the baseline on the full test set (fp32 PyTorch
-and its exported ONNX twin), so a newcomer sees the numbers every later compression is compared against.
-"""
+"""``drivecompress demo``: the main job on the shipped baseline — run ``recipes/default.yaml`` and say where
+the report is."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from drivecompress.cli import command
 
 
-@command("demo", "Run the main job on the shipped baseline: full-test-set evaluation and an ONNX Runtime "
-         "benchmark (what every compressed model is compared against).")
+@command("demo", "Run the main job: compress the shipped baseline with recipes/default.yaml (int8 on ONNX "
+         "Runtime, gated on accuracy and safety-critical recall), measure baseline and result side by side, "
+         "and write a run folder with model.onnx, report.json and report.html.")
 def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="baseline", help="model to demo (default: the shipped baseline)")
+    p.add_argument("--model", default="baseline", help="model to compress (default: the shipped baseline)")
+    p.add_argument("--recipe", type=Path, help="recipe (default: recipes/default.yaml)")
+    p.add_argument("--out", type=Path, help="run folder (default: runs/demo-<timestamp>, never overwritten)")
 
 
 @_args.bind
 def _run(a: argparse.Namespace) -> dict[str, Any]:
     from rich.console import Console
 
-    from drivecompress.data.dataset import LabeledImages
-    from drivecompress.data.gtsrb import load_gtsrb
-    from drivecompress.evaluate.loading import load_model_arg
-    from drivecompress.evaluate.measure import bench, evaluate_predictor
+    from drivecompress.commands.compress import summary
+    from drivecompress.data.gtsrb import repo_root
+    from drivecompress.errors import GateRefusedError
+    from drivecompress.pipeline.recipe import load_recipe
+    from drivecompress.pipeline.runner import run_recipe
 
+    recipe_path = a.recipe or repo_root() / "recipes" / "default.yaml"
+    out = a.out or repo_root() / "runs" / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    recipe = load_recipe(recipe_path)
     err = Console(stderr=True)
-    model = load_model_arg(a.model)
-    data = load_gtsrb(a.data)
-    test = LabeledImages.of(data.x_test, data.y_test)
-    err.print(f"[bold]demo[/]: evaluating {model.source} on {len(test)} test images ...")
-    metrics = evaluate_predictor(model.predictor(), test)
-    err.print("[bold]demo[/]: benchmarking on ONNX Runtime (batch 1 / 1 thread, batch 64 / all threads) ...")
-    speed = bench(model, test.head(64))
-    by_size = {f"accuracy {k} (n={v['count']})": v["accuracy"] for k, v in metrics["accuracy_by_size"].items()}
-    return {
-        "model": str(model.source),
-        "accuracy": metrics["accuracy"],
-        **by_size,
-        "min_safety_critical_recall": metrics["min_safety_critical_recall"],
-        "ece": metrics["ece"],
-        **{k: v for k, v in speed.items() if k != "machine"},
-        "cpu": speed["machine"]["cpu"],
-        "cpu_flags": " ".join(speed["machine"]["cpu_flags"]),
-    }
+    t0 = time.perf_counter()
+    try:
+        rep = run_recipe(a.model, recipe, out, data=a.data, device=a.device)
+    except GateRefusedError:
+        err.print(f"[bold red]demo[/]: the gate refused the result; see {out / 'report.html'}")
+        raise
+    err.print(f"[bold]demo[/]: done in {time.perf_counter() - t0:.0f} s. Open the report: {out / 'report.html'}")
+    print(f"report: {out / 'report.html'}", file=sys.stderr)
+    return summary(rep, out)

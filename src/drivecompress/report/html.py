@@ -31,16 +31,25 @@ LOWER_IS_BETTER = {"ece", "params", "macs", "size_bytes", "latency_ms_p50", "lat
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.pass{color:#1e8449}.fail{color:#c0392b}
-.safety{background:#fdecea}pre{background:#f7f7f7;padding:1em;overflow:auto}img{max-width:100%}"""
+.safety{background:#fdecea}pre{background:#f7f7f7;padding:1em;overflow:auto}img{max-width:100%}div>img{max-width:48%}"""
+
+
+# Marks the body once loaded, with the number of embedded images that failed to decode (browser test hook).
+LOAD_CHECK = ("window.addEventListener('load',()=>{const b=[...document.images].filter(i=>!i.naturalWidth).length;"
+              "document.body.dataset.brokenImages=b;document.body.dataset.loaded='1';});")
 
 
 def _ratio(key: str, b: Any, f: Any) -> str:
-    if not isinstance(b, int | float) or not isinstance(f, int | float) or not b or not f:
+    if not isinstance(b, int | float) or not isinstance(f, int | float):
         return ""
     if key in ("accuracy", "min_safety_critical_recall", "corruption_accuracy", "adversarial_accuracy"):
         return f"{100 * (f - b):+.2f} pts"
+    if not b or not f:
+        return ""
     r = b / f if key in LOWER_IS_BETTER else f / b
-    return f"{r:.2f}x {'better' if r >= 1 else 'worse'}"
+    if abs(r - 1) < 0.005:
+        return "same"
+    return f"{r:.2f}x {'better' if r > 1 else 'worse'}"
 
 
 def summary_table(base: dict[str, Any], final: dict[str, Any]) -> str:
@@ -92,14 +101,15 @@ def render(report: dict[str, Any]) -> str:
 <h2>Summary: baseline vs final</h2>{summary_table(base, final)}
 <h2>Safety gate</h2>{verdict}
 <h2>Every stage</h2>{steps_table(report)}
-<h2>Trade-offs</h2>
+<h2>Trade-offs</h2><div style="display:flex;flex-wrap:wrap;gap:1em">
 {img.format("accuracy vs latency", tradeoff(points, "latency_ms_p50", "latency p50, batch 1, 1 thread (ms)"))}
-{img.format("accuracy vs size", tradeoff(points, "size_bytes", "size on disk (KiB)"))}
+{img.format("accuracy vs size", tradeoff(points, "size_bytes", "size on disk (KiB)"))}</div>
 <h2>Per-class recall change</h2>
 {img.format("recall deltas", recall_deltas(base["per_class_recall"], final["per_class_recall"]))}
 {safety_table(base, final)}
 <h2>Machine</h2><pre>{html.escape(json.dumps(mach, indent=2))}</pre>
 <h2>Recipe</h2><pre>{html.escape(yaml.safe_dump(report.get('recipe', {}), sort_keys=False))}</pre>
+<script>{LOAD_CHECK}</script>
 </body></html>"""
 
 
