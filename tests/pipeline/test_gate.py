@@ -36,3 +36,14 @@ def test_unmeasured_metric_never_passes():
 
 def test_no_budgets_passes():
     assert check_gate(_m(), _m(acc=0.1), Budgets())["passed"]
+
+
+def test_targets_report_shortfall():
+    from drivecompress.pipeline.gate import check_targets
+    from drivecompress.pipeline.recipe import Targets
+
+    rows = check_targets(_m(lat=3.0, size=8000), _m(acc=0.975, lat=1.0, size=2000),
+                         Targets(min_latency_speedup=6, min_size_reduction=4, max_accuracy_drop=0.3))
+    assert [r["met"] for r in rows] == [False, True, False]
+    assert rows[0]["achieved"] == "3.00x" and rows[0]["shortfall"] == "2.00x more speed-up needed"
+    assert rows[2]["shortfall"] == "0.20 points over"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from drivecompress.data.classes import CLASS_NAMES, SAFETY_CRITICAL
-from drivecompress.pipeline.recipe import Budgets
+from drivecompress.pipeline.recipe import Budgets, Targets
 
 
 def check_gate(baseline: dict[str, Any], final: dict[str, Any], budgets: Budgets) -> dict[str, Any]:
@@ -36,3 +36,27 @@ def check_gate(baseline: dict[str, Any], final: dict[str, Any], budgets: Budgets
                 v.append(f"corruption accuracy dropped {drop:.2f} points, budget "
                          f"{budgets.max_corruption_accuracy_drop:.2f}")
     return {"passed": not v, "violations": v}
+
+
+def check_targets(baseline: dict[str, Any], final: dict[str, Any], targets: Targets) -> list[dict[str, Any]]:
+    """Each target with what was achieved and, when missed, by how much."""
+    rows = []
+    if targets.min_latency_speedup is not None:
+        got = baseline["latency_ms_p50"] / final["latency_ms_p50"]
+        rows.append({"target": f"batch-1 latency at least {targets.min_latency_speedup:g}x lower",
+                     "achieved": f"{got:.2f}x", "met": got >= targets.min_latency_speedup,
+                     "shortfall": None if got >= targets.min_latency_speedup else
+                     f"{targets.min_latency_speedup / got:.2f}x more speed-up needed"})
+    if targets.min_size_reduction is not None:
+        got = baseline["size_bytes"] / final["size_bytes"]
+        rows.append({"target": f"at least {targets.min_size_reduction:g}x smaller on disk",
+                     "achieved": f"{got:.2f}x", "met": got >= targets.min_size_reduction,
+                     "shortfall": None if got >= targets.min_size_reduction else
+                     f"{targets.min_size_reduction / got:.2f}x more reduction needed"})
+    if targets.max_accuracy_drop is not None:
+        drop = 100.0 * (baseline["accuracy"] - final["accuracy"])
+        rows.append({"target": f"accuracy within {targets.max_accuracy_drop:g} points",
+                     "achieved": f"{-drop:+.2f} points", "met": drop <= targets.max_accuracy_drop,
+                     "shortfall": None if drop <= targets.max_accuracy_drop else
+                     f"{drop - targets.max_accuracy_drop:.2f} points over"})
+    return rows

@@ -28,6 +28,15 @@ class Budgets(BaseModel):
     max_corruption_accuracy_drop: float | None = Field(None, description="points; needs robustness metrics")
 
 
+class Targets(BaseModel):
+    """Goals reported against (with the shortfall when missed); unlike budgets they do not refuse a model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min_latency_speedup: float | None = Field(None, description="baseline p50 / final p50, batch 1, 1 thread")
+    min_size_reduction: float | None = Field(None, description="baseline size / final size on disk")
+    max_accuracy_drop: float | None = Field(None, description="points")
+
+
 class Evaluation(BaseModel):
     """How the runner measures after each step."""
 
@@ -43,6 +52,7 @@ class Recipe(BaseModel):
     description: str = ""
     seed: int = 0
     budgets: Budgets = Budgets()
+    targets: Targets = Targets()
     evaluation: Evaluation = Evaluation()
     steps: list[tuple[str, StepConfig]] = Field(default_factory=list)
 

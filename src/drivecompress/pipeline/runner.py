@@ -28,7 +28,7 @@ from drivecompress.evaluate.latency import SpeedConfig
 from drivecompress.evaluate.loading import load_model_arg
 from drivecompress.evaluate.machine import machine_info
 from drivecompress.export.onnx import export_onnx
-from drivecompress.pipeline.gate import check_gate
+from drivecompress.pipeline.gate import check_gate, check_targets
 from drivecompress.pipeline.recipe import Recipe
 from drivecompress.pipeline.registry import Context, State, lookup
 from drivecompress.train.checkpoint import load_checkpoint, save_checkpoint
@@ -147,6 +147,7 @@ def _finish(out: Path, recipe: Recipe, loaded, baseline, records, state: State) 
                   for r in records],
         "final": final,
         "gate": gate,
+        "targets": check_targets(baseline, final, recipe.targets),
         "ratios": ratios(baseline, final),
         "model": str(loaded.source),
         "artifact": target.name,

@@ -85,6 +85,16 @@ def safety_table(base: dict[str, Any], final: dict[str, Any]) -> str:
     return "\n".join(rows) + "</table>"
 
 
+def targets_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    out = ["<h2>Targets</h2><table><tr><th>target</th><th>achieved</th><th>verdict</th></tr>"]
+    for r in rows:
+        verdict = '<span class="pass">met</span>' if r["met"] else f'<span class="fail">short: {r["shortfall"]}</span>'
+        out.append(f"<tr><td>{html.escape(r['target'])}</td><td>{r['achieved']}</td><td>{verdict}</td></tr>")
+    return "\n".join(out) + "</table>"
+
+
 def render(report: dict[str, Any]) -> str:
     base, final, gate = report["baseline"], report["final"], report["gate"]
     points = [("input", base)] + [(s["name"], s["metrics"]) for s in report["steps"]]
@@ -100,6 +110,7 @@ def render(report: dict[str, Any]) -> str:
 <code>{html.escape(str(report.get('artifact', '')))}</code></p>
 <h2>Summary: baseline vs final</h2>{summary_table(base, final)}
 <h2>Safety gate</h2>{verdict}
+{targets_table(report.get("targets", []))}
 <h2>Every stage</h2>{steps_table(report)}
 <h2>Trade-offs</h2><div style="display:flex;flex-wrap:wrap;gap:1em">
 {img.format("accuracy vs latency", tradeoff(points, "latency_ms_p50", "latency p50, batch 1, 1 thread (ms)"))}
