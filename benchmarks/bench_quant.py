@@ -14,12 +14,12 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from drivecompress.data.dataset import make_splits
 from drivecompress.data.gtsrb import load_gtsrb
+from drivecompress.data.transforms import deploy_input
 from drivecompress.evaluate.compare import measure_onnx
 from drivecompress.evaluate.latency import SpeedConfig
 from drivecompress.evaluate.loading import load_model_arg
@@ -28,10 +28,6 @@ from drivecompress.export.onnx import export_onnx
 from drivecompress.quant.ptq import PTQConfig, quantize_ptq
 from drivecompress.quant.qat import QAT_DEFAULTS, export_qat, qat_finetune
 from drivecompress.utils.device import select_device
-
-
-def _images(x: np.ndarray) -> np.ndarray:
-    return x.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
 
 
 def markdown(rows: list[dict], machine: dict) -> str:
@@ -65,9 +61,9 @@ def main() -> int:
     data = load_gtsrb(a.data)
     splits = make_splits(data)
     test = splits.test.head(a.subset)
-    calib = _images(splits.train.head(a.calibration_images).x)
+    calib = deploy_input(splits.train.head(a.calibration_images).x)
     a.out.mkdir(parents=True, exist_ok=True)
-    fp32 = export_onnx(loaded.module, a.out / "fp32.onnx", _images(test.x[:64]))
+    fp32 = export_onnx(loaded.module, a.out / "fp32.onnx", deploy_input(test.x[:64]))
     models = {"fp32": fp32.path}
     for method in ("minmax", "percentile", "entropy"):
         err.print(f"PTQ {method} ...")
@@ -76,7 +72,7 @@ def main() -> int:
     if a.qat_epochs > 0:
         cfg = dataclasses.replace(QAT_DEFAULTS, epochs=a.qat_epochs)
         q, _res = qat_finetune(loaded.module, splits.train, splits.val, cfg, select_device(None))
-        export_qat(q, a.out / "qat.onnx", _images(test.x[:64]))
+        export_qat(q, a.out / "qat.onnx", deploy_input(test.x[:64]))
         models["qat"] = a.out / "qat.onnx"
     speed = SpeedConfig(runs=a.runs, warmup=100)
     rows = []

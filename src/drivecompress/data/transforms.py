@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -101,3 +102,8 @@ def to_tensor_batch(images_uint8, device: torch.device | str = "cpu") -> torch.T
     """uint8 NHWC (numpy or tensor) -> float32 NCHW in [0, 1], the deploy input convention."""
     t = torch.as_tensor(images_uint8, device=device)
     return t.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+
+
+def deploy_input(images_uint8: np.ndarray) -> np.ndarray:
+    """uint8 NHWC numpy -> float32 NCHW in [0, 1] numpy: what the deploy ONNX model takes."""
+    return images_uint8.transpose(0, 3, 1, 2).astype(np.float32) / 255.0

@@ -6,9 +6,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from drivecompress.data.dataset import LabeledImages
+from drivecompress.data.transforms import deploy_input
 from drivecompress.evaluate.accuracy import classification_metrics
 from drivecompress.evaluate.complexity import count_macs, count_params, onnx_params, size_on_disk
 from drivecompress.evaluate.latency import SpeedConfig, measure_speed
@@ -39,7 +38,7 @@ def bench(model: LoadedModel, check: LabeledImages, cfg: SpeedConfig | None = No
     (parity checked); its eager PyTorch speed is reported alongside for reference."""
     out: dict[str, Any] = {**complexity(model)}
     if model.module is not None:
-        images = check.x[:64].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        images = deploy_input(check.x[:64])
         with tempfile.TemporaryDirectory() as tmp:
             res = export_onnx(model.module, Path(tmp) / "model.onnx", images)
             out["onnx_max_abs_diff"] = res.max_abs_diff

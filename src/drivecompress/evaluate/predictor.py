@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from drivecompress.data.transforms import deploy_input
 from drivecompress.errors import BadInputError
 
 
@@ -73,7 +74,7 @@ def predict_all(predictor: Predictor, images_uint8: np.ndarray, batch_size: int 
     """Logits for a whole uint8 NHWC set, batched (converting to the float NCHW deploy input on the fly)."""
     outs = []
     for i in range(0, len(images_uint8), batch_size):
-        x = images_uint8[i : i + batch_size].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        x = deploy_input(images_uint8[i : i + batch_size])
         outs.append(predictor(x))
     return np.concatenate(outs) if outs else np.zeros((0, 43), dtype=np.float32)
 

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from drivecompress.data.dataset import make_splits
 from drivecompress.data.gtsrb import load_gtsrb
+from drivecompress.data.transforms import deploy_input
 from drivecompress.errors import BadInputError, GateRefusedError
 from drivecompress.evaluate.compare import measure_onnx, ratios
 from drivecompress.evaluate.complexity import count_macs, count_params
@@ -36,10 +37,6 @@ from drivecompress.utils.device import seed_everything, select_device
 from drivecompress.utils.io import atomic_write_json, atomic_write_text
 
 _err = Console(stderr=True)
-
-
-def _images(x):
-    return x.transpose(0, 3, 1, 2).astype("float32") / 255.0
 
 
 def _measure(state: State, step_dir: Path, test, check, speed: SpeedConfig) -> dict[str, Any]:
@@ -86,7 +83,7 @@ def run_recipe(model_arg: str, recipe: Recipe, out: Path, resume: bool = False, 
         raise BadInputError(f"{model_arg}: compress needs a checkpoint folder or 'baseline', not an .onnx file")
     splits = make_splits(load_gtsrb(data), seed=recipe.seed)
     test = splits.test.head(recipe.evaluation.test_subset, seed=recipe.seed)
-    check = _images(test.x[:64])
+    check = deploy_input(test.x[:64])
     speed = SpeedConfig(runs=recipe.evaluation.latency_runs, throughput_seconds=recipe.evaluation.throughput_seconds)
     dev = select_device(device)
     base_json = out / "baseline_metrics.json"

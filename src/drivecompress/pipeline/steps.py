@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
+from drivecompress.data.transforms import deploy_input
 from drivecompress.pipeline.registry import Context, State, StepConfig, register_step
 from drivecompress.quant.ptq import PTQConfig, quantize_ptq
 from drivecompress.quant.qat import QAT_DEFAULTS, export_qat, qat_finetune
 from drivecompress.quant.sensitivity import mixed_precision
 from drivecompress.train.loop import TrainConfig, fit
-
-
-def _images(x: np.ndarray) -> np.ndarray:
-    return x.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
 
 
 def _require_float(state: State, step: str) -> None:
@@ -60,8 +56,8 @@ def ptq(state: State, cfg: PTQStep, ctx: Context) -> State:
     _require_float(state, "ptq")
     pc = PTQConfig(calibration=cfg.calibration, calibration_images=cfg.calibration_images,
                    percentile=cfg.percentile, exclude=tuple(cfg.exclude))
-    calib = _images(ctx.splits.train.head(cfg.calibration_images, seed=ctx.seed).x)
-    fp32 = export_onnx(state.module, ctx.step_dir / "fp32.onnx", _images(ctx.splits.val.x[:64])).path
+    calib = deploy_input(ctx.splits.train.head(cfg.calibration_images, seed=ctx.seed).x)
+    fp32 = export_onnx(state.module, ctx.step_dir / "fp32.onnx", deploy_input(ctx.splits.val.x[:64])).path
     out = ctx.step_dir / "model.onnx"
     notes = {}
     if cfg.max_drop_points is not None:
@@ -90,6 +86,6 @@ def qat(state: State, cfg: QATStep, ctx: Context) -> State:
     q, res = qat_finetune(state.module, ctx.splits.train.head(cfg.train_subset, seed=ctx.seed), ctx.splits.val, tc,
                           ctx.device)
     out = ctx.step_dir / "model.onnx"
-    stats = export_qat(q, out, _images(ctx.splits.val.x[:64]))
+    stats = export_qat(q, out, deploy_input(ctx.splits.val.x[:64]))
     return State(module=state.module, onnx_path=out,
                  notes={"best_val_accuracy_fakequant": res.best_val_accuracy, **stats})

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
+from drivecompress.data.transforms import deploy_input
 from drivecompress.errors import BadInputError
 
 
@@ -14,7 +15,7 @@ def check_calibration_images(images: np.ndarray, where: str = "calibration set")
     """Calibration images must be float NCHW [N,3,32,32] in [0, 1] — the deploy input — or uint8 NHWC."""
     arr = np.asarray(images)
     if arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[1:] == (32, 32, 3):
-        return arr.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        return deploy_input(arr)
     if arr.ndim != 4 or arr.shape[1:] != (3, 32, 32):
         raise BadInputError(f"{where}: shape {arr.shape}, expected [N, 3, 32, 32] float or [N, 32, 32, 3] uint8")
     if len(arr) == 0:

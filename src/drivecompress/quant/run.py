@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from drivecompress.data.dataset import make_splits
 from drivecompress.data.gtsrb import load_gtsrb
+from drivecompress.data.transforms import deploy_input
 from drivecompress.errors import BadInputError
 from drivecompress.evaluate.compare import measure_onnx, ratios, speed_verdict
 from drivecompress.evaluate.complexity import count_macs
@@ -47,10 +46,6 @@ class QuantJob:
     seed: int = 0
 
 
-def _images(x: np.ndarray) -> np.ndarray:
-    return x.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-
-
 def run_quantization(job: QuantJob) -> dict[str, Any]:
     """Write ``out/baseline.onnx``, ``out/model.onnx`` (int8) and ``out/quant_report.json``."""
     final = job.out / "model.onnx"
@@ -62,8 +57,8 @@ def run_quantization(job: QuantJob) -> dict[str, Any]:
     data = load_gtsrb(job.data)
     splits = make_splits(data, seed=job.seed)
     test = splits.test.head(job.test_subset, seed=job.seed)
-    calib = _images(splits.train.head(job.ptq.calibration_images, seed=job.seed).x)
-    check = _images(test.x[:64])
+    calib = deploy_input(splits.train.head(job.ptq.calibration_images, seed=job.seed).x)
+    check = deploy_input(test.x[:64])
     job.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     base_export = export_onnx(loaded.module, job.out / "baseline.onnx", check)
