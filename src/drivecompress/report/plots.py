@@ -49,3 +49,29 @@ def recall_deltas(baseline: list[float], final: list[float]) -> str:
     ax.set_ylabel("recall change (points)")
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
+
+
+def reliability_diagram(bins: list[dict[str, float]], title: str = "") -> str:
+    """Accuracy vs confidence per bin against the diagonal of perfect calibration."""
+    fig, ax = plt.subplots(figsize=(4, 4))
+    full = [b for b in bins if b["count"]]
+    ax.plot([0, 1], [0, 1], "--", color="#999")
+    ax.bar([(b["lo"] + b["hi"]) / 2 for b in full], [b["accuracy"] for b in full],
+           width=[(b["hi"] - b["lo"]) * 0.9 for b in full], alpha=0.7)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    return _png(fig)
+
+
+def contact_sheet(images: list[list]) -> bytes:
+    """Rows of float CHW images in [0, 1] tiled into one PNG (raw bytes), e.g. corruption x severity."""
+    import numpy as np
+
+    rows = [np.concatenate([im.transpose(1, 2, 0) for im in row], axis=1) for row in images]
+    sheet = (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).astype("uint8")
+    fig = plt.figure(figsize=(sheet.shape[1] / 40, sheet.shape[0] / 40), dpi=120)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(sheet, interpolation="nearest")
+    ax.axis("off")
+    return base64.b64decode(_png(fig))
