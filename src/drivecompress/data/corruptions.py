@@ -59,10 +59,11 @@ def impulse_noise(x, s, rng):
 
 @corruption("defocus_blur")
 def defocus_blur(x, s, rng):
-    r = [0.5, 0.75, 1.0, 1.5, 2.0][s - 1]
+    r = [0.6, 0.9, 1.2, 1.6, 2.0][s - 1]
     n = int(np.ceil(r))
     yy, xx = np.mgrid[-n : n + 1, -n : n + 1]
-    return _conv(x, ((xx**2 + yy**2) <= r**2 + 0.25).astype(np.float32))
+    disk = np.clip(r + 0.5 - np.sqrt(xx**2 + yy**2), 0, 1)  # anti-aliased disk (a lens's circle of confusion)
+    return _conv(x, disk.astype(np.float32))
 
 
 @corruption("motion_blur")
@@ -140,7 +141,7 @@ def jpeg(x, s, rng):
 
 @corruption("pixelate")
 def pixelate(x, s, rng):
-    size = [24, 20, 16, 13, 11][s - 1]
+    size = [24, 20, 14, 12, 10][s - 1]
     t = F.interpolate(torch.as_tensor(x), size=(size, size), mode="area")
     return F.interpolate(t, size=(32, 32), mode="nearest").numpy()
 
