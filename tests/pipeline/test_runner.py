@@ -86,3 +86,17 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, ckpt):
     b = json.loads((whole / "report.json").read_text())["final"]
     assert a["accuracy"] == b["accuracy"] and a["per_class_recall"] == b["per_class_recall"]
     assert a["size_bytes"] == b["size_bytes"] and a["macs"] == b["macs"]
+
+
+def test_robustness_figures_recorded_and_budgeted(tmp_path, ckpt):
+    ev = {**EVAL, "robustness": True, "robustness_images": 20, "attack_images": 16}
+    p = tmp_path / "rob.yaml"
+    p.write_text(yaml.safe_dump({"evaluation": ev, "budgets": {"max_corruption_accuracy_drop": 100},
+                                 "steps": [{"type": "ptq", "calibration_images": 32}]}))
+    out = tmp_path / "run"
+    assert main(["compress", ckpt, "--recipe", str(p), "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    for m in (rep["baseline"], rep["final"]):
+        assert 0 <= m["corruption_accuracy"] <= 1 and 0 <= m["adversarial_accuracy"] <= 1
+    assert rep["final"]["robustness"]["adversarial"]["method"].startswith("transfer")
+    assert "<h2>Robustness</h2>" in (out / "report.html").read_text()

@@ -44,6 +44,9 @@ class Evaluation(BaseModel):
     test_subset: int | None = None
     latency_runs: int = 500
     throughput_seconds: float = 3.0
+    robustness: bool = False
+    robustness_images: int = Field(300, ge=1, description="seeded test subset for corruptions")
+    attack_images: int = Field(128, ge=1, description="seeded test subset for FGSM/PGD")
 
 
 class Recipe(BaseModel):

@@ -28,6 +28,8 @@ from drivecompress.evaluate.complexity import count_macs, count_params
 from drivecompress.evaluate.latency import SpeedConfig
 from drivecompress.evaluate.loading import load_model_arg
 from drivecompress.evaluate.machine import machine_info
+from drivecompress.evaluate.predictor import OnnxPredictor
+from drivecompress.evaluate.robustness import RobustnessConfig, robustness_report
 from drivecompress.export.onnx import export_onnx
 from drivecompress.pipeline.gate import check_gate, check_targets
 from drivecompress.pipeline.recipe import Recipe
@@ -39,15 +41,21 @@ from drivecompress.utils.io import atomic_write_json, atomic_write_text
 _err = Console(stderr=True)
 
 
-def _measure(state: State, step_dir: Path, test, check, speed: SpeedConfig) -> dict[str, Any]:
-    """The same metrics for every stage, measured on ONNX Runtime (fp32 export when not yet quantized)."""
-    artifact = state.onnx_path
-    if artifact is None:
-        artifact = export_onnx(state.module, step_dir / "model_fp32.onnx", check).path
+def _measure(state: State, artifact: Path, test, recipe: Recipe, speed: SpeedConfig) -> dict[str, Any]:
+    """The same metrics for every stage, measured on ONNX Runtime; robustness figures when the recipe asks
+    (adversarial examples crafted on the float module, transferred when the artifact is quantized)."""
     m = measure_onnx(artifact, test, speed)
     m["macs"] = count_macs(state.module)
     m["params"] = count_params(state.module)
     m["artifact"] = str(artifact.name)
+    ev = recipe.evaluation
+    if ev.robustness:
+        cfg = RobustnessConfig(corruption_images=ev.robustness_images, attack_images=ev.attack_images,
+                               seed=recipe.seed)
+        rob = robustness_report(OnnxPredictor(artifact), test, cfg, state.module, transfer=state.onnx_path is not None)
+        m["corruption_accuracy"] = rob["corruption_accuracy"]
+        m["adversarial_accuracy"] = rob["adversarial_accuracy"]
+        m["robustness"] = {k: rob[k] for k in ("corruptions", "min_safety_recall_under_corruption", "adversarial")}
     return m
 
 
@@ -94,8 +102,7 @@ def run_recipe(model_arg: str, recipe: Recipe, out: Path, resume: bool = False, 
     else:
         _err.print(f"[bold]compress[/]: measuring the input model {loaded.source} ...")
         export_onnx(loaded.module, out / "baseline.onnx", check)
-        baseline = measure_onnx(out / "baseline.onnx", test, speed)
-        baseline.update(macs=count_macs(loaded.module), params=count_params(loaded.module), artifact="baseline.onnx")
+        baseline = _measure(State(module=loaded.module), out / "baseline.onnx", test, recipe, speed)
         atomic_write_json(base_json, baseline)
     state = State(module=loaded.module)
     records = []
@@ -121,7 +128,8 @@ def run_recipe(model_arg: str, recipe: Recipe, out: Path, resume: bool = False, 
             raise BadInputError(f"step {i} ({kind}): {exc}") from exc
         seconds = time.perf_counter() - t0
         save_checkpoint(step_dir / "model", state.module)
-        metrics = _measure(state, step_dir, test, check, speed)
+        artifact = state.onnx_path or export_onnx(state.module, step_dir / "model_fp32.onnx", check).path
+        metrics = _measure(state, artifact, test, recipe, speed)
         rec = {"name": name, "type": kind, "seconds": round(seconds, 1), "metrics": metrics, "notes": state.notes}
         atomic_write_json(step_dir / "done.json", rec)
         records.append(rec)

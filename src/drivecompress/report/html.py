@@ -85,6 +85,21 @@ def safety_table(base: dict[str, Any], final: dict[str, Any]) -> str:
     return "\n".join(rows) + "</table>"
 
 
+def robustness_table(base: dict[str, Any], final: dict[str, Any]) -> str:
+    """Mean accuracy over severities 1-5 per corruption, baseline vs final: what compression cost in safety."""
+    if "robustness" not in base or "robustness" not in final:
+        return ""
+    rows = ["<h2>Robustness</h2><table><tr><th>corruption (mean of severities 1-5)</th><th>baseline</th>"
+            "<th>final</th><th>change</th></tr>"]
+    bc, fc = base["robustness"]["corruptions"], final["robustness"]["corruptions"]
+    for name in sorted(bc, key=lambda n: sum(fc[n]) - sum(bc[n])):
+        b, f = sum(bc[name]) / len(bc[name]), sum(fc[name]) / len(fc[name])
+        rows.append(f"<tr><td>{name}</td><td>{100 * b:.2f}%</td><td>{100 * f:.2f}%</td>"
+                    f"<td>{100 * (f - b):+.2f}</td></tr>")
+    adv = final["robustness"]["adversarial"]
+    return "\n".join(rows) + f"</table><p>Adversarial examples: {html.escape(adv.get('method', ''))}.</p>"
+
+
 def targets_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
@@ -111,6 +126,7 @@ def render(report: dict[str, Any]) -> str:
 <h2>Summary: baseline vs final</h2>{summary_table(base, final)}
 <h2>Safety gate</h2>{verdict}
 {targets_table(report.get("targets", []))}
+{robustness_table(base, final)}
 <h2>Every stage</h2>{steps_table(report)}
 <h2>Trade-offs</h2><div style="display:flex;flex-wrap:wrap;gap:1em">
 {img.format("accuracy vs latency", tradeoff(points, "latency_ms_p50", "latency p50, batch 1, 1 thread (ms)"))}
