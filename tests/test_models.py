@@ -50,7 +50,8 @@ def _shrink(spec: dict) -> dict:
             st["mids"] = [m - 5 for m in st["mids"]]
     else:
         for b in spec["blocks"]:
-            b["hidden"] -= 3
+            if b["expand"]:  # a non-expanding block's depthwise conv runs on its input: width fixed by it
+                b["hidden"] -= 3
         spec["head"] -= 7
     return spec
 

@@ -18,13 +18,15 @@ _BASE = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 3, 2), (6, 96, 2, 
 class InvertedResidual(nn.Module):
     """Expand (1x1) -> depthwise 3x3 -> project (1x1, linear); add the input when stride 1 and widths match."""
 
-    def __init__(self, cin: int, hidden: int, out: int, stride: int) -> None:
+    def __init__(self, cin: int, hidden: int, out: int, stride: int, expand: bool | None = None) -> None:
         super().__init__()
         self.stride = stride
-        self.expand = conv_bn(cin, hidden, k=1) if hidden != cin else None
+        # Explicit flag: after channel pruning ``hidden == cin`` can happen by chance in an expanding block.
+        expand = hidden != cin if expand is None else expand
+        self.expand = conv_bn(cin, hidden, k=1) if expand else None
         self.dw = conv_bn(hidden, hidden, stride=stride, groups=hidden)
         self.project = conv_bn(hidden, out, k=1, act=False)
-        self.use_res = stride == 1 and cin == out
+        self.use_res = stride == 1 and cin == out  # decided at build time; pruning keeps the add's widths coupled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x if self.expand is None else self.expand(x)
@@ -42,7 +44,7 @@ class MobileNetV2(nn.Module):
         self.stem = conv_bn(3, int(spec["stem"]))
         cin, blocks = int(spec["stem"]), []
         for b in spec["blocks"]:
-            blocks.append(InvertedResidual(cin, int(b["hidden"]), int(b["out"]), int(b["stride"])))
+            blocks.append(InvertedResidual(cin, int(b["hidden"]), int(b["out"]), int(b["stride"]), b.get("expand")))
             cin = int(b["out"])
         self.blocks = nn.Sequential(*blocks)
         self.head = conv_bn(cin, int(spec["head"]), k=1)
@@ -56,7 +58,7 @@ class MobileNetV2(nn.Module):
         for t, c, n, s in _BASE:
             out = round_width(c * width_mult)
             for i in range(n):
-                blocks.append({"hidden": cin * t, "out": out, "stride": s if i == 0 else 1})
+                blocks.append({"hidden": cin * t, "out": out, "stride": s if i == 0 else 1, "expand": t != 1})
                 cin = out
         head = round_width(max(256, 256 * width_mult))
         return {"arch": "mobilenetv2", "stem": stem, "blocks": blocks, "head": head, "num_classes": num_classes}
@@ -67,7 +69,8 @@ class MobileNetV2(nn.Module):
 
     def spec(self) -> dict[str, Any]:
         blocks = [
-            {"hidden": conv_out(b.dw), "out": conv_out(b.project), "stride": b.stride} for b in self.blocks
+            {"hidden": conv_out(b.dw), "out": conv_out(b.project), "stride": b.stride, "expand": b.expand is not None}
+            for b in self.blocks
         ]
         return {
             "arch": "mobilenetv2",

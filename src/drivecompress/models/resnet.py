@@ -16,12 +16,14 @@ from drivecompress.models.registry import register_model, round_width
 class BasicBlock(nn.Module):
     """conv-bn-relu, conv-bn, + shortcut, relu. ``mid`` is prunable freely; ``out`` is coupled by the add."""
 
-    def __init__(self, cin: int, mid: int, out: int, stride: int) -> None:
+    def __init__(self, cin: int, mid: int, out: int, stride: int, projection: bool | None = None) -> None:
         super().__init__()
         self.stride = stride
         self.conv1 = conv_bn(cin, mid, stride=stride)
         self.conv2 = conv_bn(mid, out, act=False)
-        self.shortcut = conv_bn(cin, out, k=1, stride=stride, act=False) if stride != 1 or cin != out else None
+        # Explicit flag: after channel pruning ``cin == out`` can happen by chance where a projection exists.
+        projection = (stride != 1 or cin != out) if projection is None else projection
+        self.shortcut = conv_bn(cin, out, k=1, stride=stride, act=False) if projection else None
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,7 +44,8 @@ class ResNet(nn.Module):
         for stage in spec["stages"]:
             for i, mid in enumerate(stage["mids"]):
                 stride = int(stage["stride"]) if i == 0 else 1
-                blocks.append(BasicBlock(cin, int(mid), int(stage["out"]), stride))
+                proj = stage.get("projection") if i == 0 else False
+                blocks.append(BasicBlock(cin, int(mid), int(stage["out"]), stride, proj))
                 cin = int(stage["out"])
         self.stage_sizes = [len(s["mids"]) for s in spec["stages"]]
         self.stage_strides = [int(s["stride"]) for s in spec["stages"]]
@@ -56,7 +59,7 @@ class ResNet(nn.Module):
     ) -> dict[str, Any]:
         widths = [round_width(w * width_mult) for w in (32, 64, 128)]
         stages = [
-            {"stride": 1 if i == 0 else 2, "out": w, "mids": [w] * n}
+            {"stride": 1 if i == 0 else 2, "out": w, "mids": [w] * n, "projection": i > 0}
             for i, (w, n) in enumerate(zip(widths, depth, strict=True))
         ]
         return {"arch": "resnet", "stem": widths[0], "stages": stages, "num_classes": num_classes}
@@ -70,7 +73,8 @@ class ResNet(nn.Module):
         for n, stride in zip(self.stage_sizes, self.stage_strides, strict=True):
             blks = [next(it) for _ in range(n)]
             mids = [conv_out(b.conv1) for b in blks]
-            stages.append({"stride": stride, "out": conv_out(blks[-1].conv2), "mids": mids})
+            stages.append({"stride": stride, "out": conv_out(blks[-1].conv2), "mids": mids,
+                           "projection": blks[0].shortcut is not None})
         return {
             "arch": "resnet",
             "stem": conv_out(self.stem),
