@@ -14,7 +14,7 @@ def _write(tmp_path, doc) -> str:
 
 
 def test_shipped_recipes_validate():
-    for name in ("int8-ptq", "int8-qat", "default"):
+    for name in ("int8-ptq", "int8-qat", "default", "prune-structured", "prune-unstructured"):
         r = load_recipe(repo_root() / "recipes" / f"{name}.yaml")
         assert r.steps and r.resolved()["steps"][0]["type"] == r.steps[0][0]
 
@@ -71,3 +71,13 @@ def test_bad_files(tmp_path):
     bad.write_text("- just a list")
     with pytest.raises(BadInputError, match="a recipe is a mapping"):
         load_recipe(bad)
+
+
+def test_prune_steps_validate():
+    r = parse_recipe({"steps": [{"type": "prune", "ratio": 0.4, "importance": "taylor"},
+                                {"type": "unstructured", "sparsity": 0.8}, {"type": "ptq"}]})
+    assert [k for k, _ in r.steps] == ["prune", "unstructured", "ptq"]
+    with pytest.raises(BadInputError, match="key 'ratio'"):
+        parse_recipe({"steps": [{"type": "prune", "ratio": 1.5}]})
+    with pytest.raises(BadInputError, match="key 'importance'"):
+        parse_recipe({"steps": [{"type": "prune", "importance": "vibes"}]})

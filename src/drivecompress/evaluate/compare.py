@@ -10,6 +10,7 @@ from drivecompress.evaluate.complexity import onnx_params, size_on_disk
 from drivecompress.evaluate.latency import SpeedConfig, measure_speed
 from drivecompress.evaluate.measure import evaluate_predictor
 from drivecompress.evaluate.predictor import OnnxPredictor
+from drivecompress.prune.unstructured import zipped_size
 
 SPEED_KEYS = ("latency_ms_p50", "latency_ms_p99", "throughput_ips")
 
@@ -17,7 +18,8 @@ SPEED_KEYS = ("latency_ms_p50", "latency_ms_p99", "throughput_ips")
 def measure_onnx(path: Path, test: LabeledImages, speed: SpeedConfig | None = None) -> dict[str, Any]:
     """DESIGN.md metrics of one ONNX file on ONNX Runtime: accuracy block, size, stored params, speed."""
     m = evaluate_predictor(OnnxPredictor(path), test)
-    m.update({"size_bytes": size_on_disk(path), "params": onnx_params(path)})
+    m.update({"size_bytes": size_on_disk(path), "params": onnx_params(path),
+              "zipped_size_bytes": zipped_size(path.read_bytes())})
     m.update(measure_speed(path, speed))
     return m
 

@@ -1,0 +1,100 @@
+"""Pruning steps: structured (iterative, fine-tuned between steps, recovery at the end) and unstructured
+(gradual magnitude sparsity with fine-tuning, masks made permanent)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pydantic import Field
+
+from drivecompress.evaluate.complexity import count_macs
+from drivecompress.pipeline.registry import Context, State, StepConfig, register_step
+from drivecompress.prune.importance import ImportanceName
+from drivecompress.prune.structured import StructuredConfig, make_pruner, prune_step
+from drivecompress.prune.unstructured import (
+    UnstructuredConfig,
+    apply_sparsity,
+    conv_sparsity,
+    gradual_schedule,
+    layer_sparsity,
+    make_permanent,
+)
+from drivecompress.train.loop import TrainConfig, evaluate_accuracy, fit
+
+
+class _Tuning(StepConfig):
+    finetune_epochs: int = Field(1, ge=0, description="epochs of fine-tuning after each pruning step")
+    recovery_epochs: int = Field(2, ge=0, description="fine-tuning after the last step")
+    lr: float = Field(0.01, gt=0)
+    train_subset: int | None = Field(None, ge=1)
+
+
+def _tune(state: State, cfg: _Tuning, ctx: Context, epochs: int, label: str) -> None:
+    if epochs <= 0:
+        return
+    tc = TrainConfig(epochs=epochs, lr=cfg.lr, schedule="cosine", warmup_frac=0.0, seed=ctx.seed)
+    fit(state.module, ctx.splits.train.head(cfg.train_subset, seed=ctx.seed), ctx.splits.val, tc, ctx.device,
+        description=label)
+    state.module.cpu().eval()
+
+
+class PruneStep(_Tuning):
+    """Structured channel pruning with physical removal (Torch-Pruning)."""
+
+    ratio: float = Field(0.5, gt=0, lt=1, description="fraction of channels removed per group (or globally)")
+    importance: ImportanceName = "l2"
+    global_pruning: bool = False
+    max_layer_ratio: float = Field(0.9, gt=0, le=1)
+    round_to: int | None = Field(8, ge=1)
+    never_prune: list[str] = Field(default_factory=lambda: ["classifier"])
+    iterations: int = Field(1, ge=1)
+
+
+@register_step("prune", PruneStep)
+def prune(state: State, cfg: PruneStep, ctx: Context) -> State:
+    if state.onnx_path is not None:
+        raise ValueError("step 'prune' needs a float model, but an earlier step already quantized it")
+    sc = StructuredConfig(ratio=cfg.ratio, importance=cfg.importance, global_pruning=cfg.global_pruning,
+                          max_layer_ratio=cfg.max_layer_ratio, round_to=cfg.round_to,
+                          never_prune=tuple(cfg.never_prune))
+    pruner = make_pruner(state.module, sc, steps=cfg.iterations)
+    calib = ctx.splits.train.head(256, seed=ctx.seed)
+    history = []
+    for k in range(cfg.iterations):
+        prune_step(state.module, pruner, sc, calib)
+        rec = {"iteration": k + 1, "macs": count_macs(state.module),
+               "val_accuracy_after_prune": evaluate_accuracy(state.module, ctx.splits.val, ctx.device)}
+        if k < cfg.iterations - 1:
+            _tune(state, cfg, ctx, cfg.finetune_epochs, f"prune {k + 1}/{cfg.iterations} fine-tune")
+            rec["val_accuracy_after_finetune"] = evaluate_accuracy(state.module, ctx.splits.val, ctx.device)
+        history.append(rec)
+    _tune(state, cfg, ctx, cfg.recovery_epochs, "prune recovery")
+    history.append({"recovery": True, "val_accuracy": evaluate_accuracy(state.module, ctx.splits.val, ctx.device)})
+    return dataclasses.replace(state, notes={"history": history})
+
+
+class UnstructuredStep(_Tuning):
+    """Gradual global (or per-layer) magnitude pruning to ``sparsity``; masks made permanent."""
+
+    sparsity: float = Field(0.8, gt=0, lt=1)
+    global_pruning: bool = True
+    include_linear: bool = False
+    iterations: int = Field(3, ge=1)
+
+
+@register_step("unstructured", UnstructuredStep)
+def unstructured(state: State, cfg: UnstructuredStep, ctx: Context) -> State:
+    if state.onnx_path is not None:
+        raise ValueError("step 'unstructured' needs a float model, but an earlier step already quantized it")
+    uc = UnstructuredConfig(sparsity=cfg.sparsity, global_pruning=cfg.global_pruning,
+                            include_linear=cfg.include_linear)
+    history = []
+    for k, target in enumerate(gradual_schedule(cfg.sparsity, cfg.iterations)):
+        apply_sparsity(state.module, target, uc)
+        epochs = cfg.finetune_epochs if k < cfg.iterations - 1 else cfg.recovery_epochs
+        _tune(state, cfg, ctx, epochs, f"sparsity {target:.2f}")
+        history.append({"target": target, "val_accuracy": evaluate_accuracy(state.module, ctx.splits.val, ctx.device)})
+    make_permanent(state.module)
+    notes = {"history": history, "conv_sparsity": conv_sparsity(state.module),
+             "layer_sparsity": layer_sparsity(state.module)}
+    return dataclasses.replace(state, notes=notes)

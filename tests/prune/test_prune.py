@@ -1,0 +1,120 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from drivecompress.data.transforms import deploy_input
+from drivecompress.evaluate.complexity import count_macs
+from drivecompress.export.onnx import export_onnx
+from drivecompress.models import build_model, default_spec, spec_of
+from drivecompress.prune.structured import StructuredConfig, channel_widths, make_pruner, prune_step, prune_structured
+from drivecompress.prune.unstructured import (
+    UnstructuredConfig,
+    apply_sparsity,
+    conv_sparsity,
+    gradual_schedule,
+    layer_sparsity,
+    make_permanent,
+    zipped_size,
+)
+from drivecompress.train.checkpoint import load_checkpoint, save_checkpoint
+
+
+def _model(arch, width=0.5):
+    torch.manual_seed(0)
+    return build_model(default_spec(arch, width)).eval()
+
+
+@pytest.mark.parametrize("arch", ["vgg", "resnet", "mobilenetv2"])
+def test_structured_pruning_shrinks_reloads_and_exports(arch, tmp_path, test_subset):
+    """Residual adds and depthwise groups are pruned coherently; the result reloads from spec and exports."""
+    model = _model(arch)
+    macs = count_macs(model)
+    prune_structured(model, StructuredConfig(ratio=0.5, round_to=8))
+    assert count_macs(model) < 0.45 * macs  # channels halve on both sides of most convs
+    x = torch.as_tensor(deploy_input(test_subset.x[:4]))
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (4, 43)
+    save_checkpoint(tmp_path / "p", model)
+    loaded, meta = load_checkpoint(tmp_path / "p")
+    with torch.no_grad():  # same weights; a pruned depthwise conv may pick another kernel: float noise only
+        assert torch.allclose(loaded(x), y, atol=1e-5)
+    assert meta["spec"] == spec_of(model)
+    res = export_onnx(loaded, tmp_path / "p.onnx", deploy_input(test_subset.x[:16]))
+    assert res.max_abs_diff < 1e-4
+    assert model.classifier.out_features == 43
+
+
+def test_round_to_and_never_prune():
+    model = _model("resnet")
+    prune_structured(model, StructuredConfig(ratio=0.4, round_to=8))
+    assert all(w % 8 == 0 for w in channel_widths(model).values())
+    m2 = _model("vgg")
+    prune_structured(m2, StructuredConfig(ratio=0.3, round_to=None, never_prune=("classifier", "features.0")))
+    assert m2.features[0][0].out_channels == 16
+    with pytest.raises(ValueError, match="no module named"):
+        make_pruner(_model("vgg"), StructuredConfig(never_prune=("nope",)))
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2", "taylor", "bn_scale"])
+def test_importance_criteria_choose_different_channels(importance, splits):
+    model = _model("vgg")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.1, 1.0)
+    cfg = StructuredConfig(ratio=0.5, importance=importance, round_to=None)
+    prune_structured(model, cfg, splits.train.head(128))
+    assert model.features[0][0].out_channels == 8
+
+
+def test_importances_disagree_somewhere(splits):
+    """L1 and BN-scale rank channels differently on a model whose BN scales are unrelated to weights."""
+    kept = {}
+    for imp in ("l1", "bn_scale"):
+        model = _model("vgg")
+        with torch.no_grad():
+            bn = model.features[0][1]
+            bn.weight.copy_(torch.linspace(1.0, 0.05, bn.weight.numel()))
+        before = model.features[0][0].weight.detach().clone()
+        prune_structured(model, StructuredConfig(ratio=0.5, importance=imp, round_to=None), splits.train.head(64))
+        after = model.features[0][0].weight.detach()
+        kept[imp] = {int(i) for i in range(len(before)) if any(torch.equal(before[i], a) for a in after)}
+    assert kept["bn_scale"] == set(range(8))  # the 8 largest BN scales are the first 8 channels
+    assert kept["l1"] != kept["bn_scale"]
+
+
+def test_iterative_pruner_reaches_target_in_steps():
+    model = _model("resnet")
+    cfg = StructuredConfig(ratio=0.5, round_to=None)
+    pruner = make_pruner(model, cfg, steps=2)
+    macs = [count_macs(model)]
+    for _ in range(2):
+        prune_step(model, pruner, cfg)
+        macs.append(count_macs(model))
+    assert macs[0] > macs[1] > macs[2]
+
+
+def test_unstructured_sparsity_is_real_and_permanent():
+    model = _model("resnet")
+    apply_sparsity(model, 0.8, UnstructuredConfig(sparsity=0.8))
+    make_permanent(model)
+    assert abs(conv_sparsity(model) - 0.8) < 0.01
+    assert not any(hasattr(m, "weight_mask") for m in model.modules())
+    per_layer = layer_sparsity(model)
+    assert len(per_layer) > 5 and max(per_layer.values()) > 0.8 > min(per_layer.values())  # global: uneven
+    model2 = _model("resnet")
+    apply_sparsity(model2, 0.5, UnstructuredConfig(global_pruning=False))
+    make_permanent(model2)
+    assert all(abs(v - 0.5) < 0.02 for k, v in layer_sparsity(model2, include_linear=False).items())
+
+
+def test_gradual_schedule_and_zip_size():
+    s = gradual_schedule(0.8, 4)
+    assert s[-1] == pytest.approx(0.8) and all(a < b for a, b in itertools.pairwise(s))
+    dense = np.random.default_rng(0).random(10000).astype(np.float32)
+    sparse = dense.copy()
+    sparse[:8000] = 0
+    assert zipped_size(sparse.tobytes()) < 0.4 * zipped_size(dense.tobytes())
