@@ -118,3 +118,20 @@ def test_gradual_schedule_and_zip_size():
     sparse = dense.copy()
     sparse[:8000] = 0
     assert zipped_size(sparse.tobytes()) < 0.4 * zipped_size(dense.tobytes())
+
+
+def test_sensitivity_curves_plan_and_plot(tmp_path, splits):
+    from drivecompress.prune.sensitivity import measure_sensitivity, plot_sensitivity, ratios_for_mac_budget
+
+    torch.manual_seed(0)
+    model = build_model(default_spec("resnet", 0.5, depth=(1, 1, 1))).eval()
+    cfg = StructuredConfig(round_to=None)
+    sens = measure_sensitivity(model, splits.val.head(64), cfg, ratios=(0.5, 0.9))
+    assert len(sens.curves) >= 3 and all(len(c) == 2 for c in sens.curves.values())
+    plan, macs = ratios_for_mac_budget(model, sens, cfg, 0.6)
+    assert plan and macs <= 0.6 * count_macs(model)
+    pruned = make_pruner(model, cfg, per_layer=plan)
+    pruned.step()
+    assert count_macs(model) == macs
+    plot_sensitivity(sens, tmp_path / "s.png")
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"

@@ -10,6 +10,7 @@ from pydantic import Field
 from drivecompress.evaluate.complexity import count_macs
 from drivecompress.pipeline.registry import Context, State, StepConfig, register_step
 from drivecompress.prune.importance import ImportanceName
+from drivecompress.prune.sensitivity import measure_sensitivity, plot_sensitivity, ratios_for_mac_budget
 from drivecompress.prune.structured import StructuredConfig, make_pruner, prune_step
 from drivecompress.prune.unstructured import (
     UnstructuredConfig,
@@ -48,6 +49,18 @@ class PruneStep(_Tuning):
     round_to: int | None = Field(8, ge=1)
     never_prune: list[str] = Field(default_factory=lambda: ["classifier"])
     iterations: int = Field(1, ge=1)
+    target_macs_fraction: float | None = Field(
+        None, gt=0, lt=1, description="per-layer ratios from a sensitivity analysis to reach this MAC fraction")
+    sensitivity_images: int = Field(1000, ge=1)
+
+
+def _sensitivity_plan(state: State, cfg: PruneStep, sc: StructuredConfig, ctx: Context) -> tuple[dict, dict]:
+    val = ctx.splits.val.head(cfg.sensitivity_images, seed=ctx.seed)
+    sens = measure_sensitivity(state.module, val, sc, device=ctx.device)
+    plot_sensitivity(sens, ctx.step_dir / "sensitivity.png")
+    plan, macs = ratios_for_mac_budget(state.module, sens, sc, cfg.target_macs_fraction)
+    return plan, {"sensitivity": dataclasses.asdict(sens), "plan": plan, "planned_macs": macs,
+                  "plot": "sensitivity.png"}
 
 
 @register_step("prune", PruneStep)
@@ -57,7 +70,10 @@ def prune(state: State, cfg: PruneStep, ctx: Context) -> State:
     sc = StructuredConfig(ratio=cfg.ratio, importance=cfg.importance, global_pruning=cfg.global_pruning,
                           max_layer_ratio=cfg.max_layer_ratio, round_to=cfg.round_to,
                           never_prune=tuple(cfg.never_prune))
-    pruner = make_pruner(state.module, sc, steps=cfg.iterations)
+    plan, extra = (None, {})
+    if cfg.target_macs_fraction is not None:
+        plan, extra = _sensitivity_plan(state, cfg, sc, ctx)
+    pruner = make_pruner(state.module, sc, steps=cfg.iterations, per_layer=plan)
     calib = ctx.splits.train.head(256, seed=ctx.seed)
     history = []
     for k in range(cfg.iterations):
@@ -70,7 +86,7 @@ def prune(state: State, cfg: PruneStep, ctx: Context) -> State:
         history.append(rec)
     _tune(state, cfg, ctx, cfg.recovery_epochs, "prune recovery")
     history.append({"recovery": True, "val_accuracy": evaluate_accuracy(state.module, ctx.splits.val, ctx.device)})
-    return dataclasses.replace(state, notes={"history": history})
+    return dataclasses.replace(state, notes={"history": history, **extra})
 
 
 class UnstructuredStep(_Tuning):

@@ -38,16 +38,21 @@ def _ignored(model: nn.Module, names: tuple[str, ...]) -> list[nn.Module]:
     return [mods[n] for n in names]
 
 
-def make_pruner(model: nn.Module, cfg: StructuredConfig, steps: int = 1) -> tp.pruner.MetaPruner:
-    """A Torch-Pruning pruner that reaches ``cfg.ratio`` after ``steps`` calls of ``step()``."""
+def make_pruner(model: nn.Module, cfg: StructuredConfig, steps: int = 1,
+                per_layer: dict[str, float] | None = None) -> tp.pruner.MetaPruner:
+    """A Torch-Pruning pruner that reaches ``cfg.ratio`` (or the ``per_layer`` ratios, by module name, e.g.
+    from the sensitivity analysis) after ``steps`` calls of ``step()``."""
     if not 0.0 < cfg.ratio < 1.0:
         raise ValueError(f"ratio must be in (0, 1), got {cfg.ratio}")
+    mods = dict(model.named_modules())
+    ratio_dict = {mods[n]: r for n, r in (per_layer or {}).items()} or None
     return tp.pruner.MetaPruner(
         model.cpu().eval(),
         example_input(),
         importance=make_importance(cfg.importance),
         global_pruning=cfg.global_pruning,
-        pruning_ratio=cfg.ratio,
+        pruning_ratio=0.0 if ratio_dict else cfg.ratio,
+        pruning_ratio_dict=ratio_dict,
         max_pruning_ratio=cfg.max_layer_ratio,
         iterative_steps=steps,
         ignored_layers=_ignored(model, cfg.never_prune),
