@@ -14,7 +14,7 @@ def _write(tmp_path, doc) -> str:
 
 
 def test_shipped_recipes_validate():
-    for name in ("int8-ptq", "int8-qat", "default", "prune-structured", "prune-unstructured"):
+    for name in ("int8-ptq", "int8-qat", "default", "prune-structured", "prune-unstructured", "distill-student"):
         r = load_recipe(repo_root() / "recipes" / f"{name}.yaml")
         assert r.steps and r.resolved()["steps"][0]["type"] == r.steps[0][0]
 

@@ -61,7 +61,7 @@ def register_step(name: str, config_cls: type[StepConfig]):
 
 
 def step_types() -> list[str]:
-    from drivecompress.pipeline import steps, steps_prune  # noqa: F401  (registers the built-in steps)
+    from drivecompress.pipeline import steps, steps_distill, steps_prune  # noqa: F401  (registers the steps)
 
     return sorted(_STEPS)
 

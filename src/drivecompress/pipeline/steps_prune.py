@@ -7,6 +7,7 @@ import dataclasses
 
 from pydantic import Field
 
+from drivecompress.distill.step import DistillConfig, Distiller
 from drivecompress.evaluate.complexity import count_macs
 from drivecompress.pipeline.registry import Context, State, StepConfig, register_step
 from drivecompress.prune.importance import ImportanceName
@@ -28,14 +29,27 @@ class _Tuning(StepConfig):
     recovery_epochs: int = Field(2, ge=0, description="fine-tuning after the last step")
     lr: float = Field(0.01, gt=0)
     train_subset: int | None = Field(None, ge=1)
+    distill: bool = Field(True, description="recover with soft targets from the unmodified input model")
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.9, ge=0, le=1)
 
 
 def _tune(state: State, cfg: _Tuning, ctx: Context, epochs: int, label: str) -> None:
+    """Fine-tune with the project's loop; with ``distill`` the unmodified input model is the teacher."""
     if epochs <= 0:
         return
-    tc = TrainConfig(epochs=epochs, lr=cfg.lr, schedule="cosine", warmup_frac=0.0, seed=ctx.seed)
-    fit(state.module, ctx.splits.train.head(cfg.train_subset, seed=ctx.seed), ctx.splits.val, tc, ctx.device,
-        description=label)
+    tc = TrainConfig(epochs=epochs, lr=cfg.lr, schedule="cosine", warmup_frac=0.0, seed=ctx.seed,
+                     label_smoothing=0.0 if cfg.distill else 0.1)
+    train = ctx.splits.train.head(cfg.train_subset, seed=ctx.seed)
+    if cfg.distill:
+        d = Distiller(state.module, ctx.teacher, DistillConfig(temperature=cfg.temperature, alpha=cfg.alpha),
+                      ctx.device)
+        try:
+            fit(state.module, train, ctx.splits.val, tc, ctx.device, loss_fn=d.loss_fn(), description=label)
+        finally:
+            d.close()
+    else:
+        fit(state.module, train, ctx.splits.val, tc, ctx.device, description=label)
     state.module.cpu().eval()
 
 

@@ -43,7 +43,8 @@ class TrainProgress:
         self.progress.__exit__(*exc)
 
     def advance(self, loss: float, acc: float) -> None:
-        info = f"epoch {self.epoch + 1}/{self.epochs} loss {loss:.3f} acc {acc:.3f} val {self.val:.4f}"
+        val = "-" if self.val != self.val else f"{self.val:.4f}"
+        info = f"epoch {self.epoch + 1}/{self.epochs} loss {loss:.3f} acc {acc:.3f} val {val}"
         self.progress.update(self.task, advance=1, info=info)
 
     def end_epoch(self, val_acc: float) -> None:

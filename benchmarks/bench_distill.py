@@ -1,0 +1,72 @@
+"""Distillation ablation in one run, equal epochs and seed: the same student trained with plain
+cross-entropy vs soft-target KD vs KD + feature transfer, from the same teacher.
+
+    python benchmarks/bench_distill.py [--teacher baseline] [--arch resnet --width 0.5] [--epochs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from drivecompress.data.dataset import make_splits
+from drivecompress.data.gtsrb import load_gtsrb
+from drivecompress.evaluate.complexity import count_macs
+from drivecompress.evaluate.loading import load_model_arg
+from drivecompress.evaluate.machine import machine_info
+from drivecompress.models import build_model, default_spec
+from drivecompress.pipeline.registry import Context
+from drivecompress.pipeline.steps_distill import DistillStep, distill_into
+from drivecompress.train.loop import evaluate_accuracy
+from drivecompress.utils.device import select_device
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", default="baseline")
+    ap.add_argument("--arch", default="resnet")
+    ap.add_argument("--width", type=float, default=0.5)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--train-subset", type=int)
+    ap.add_argument("--feature-pair", nargs=2, default=["blocks.3", "blocks.3"], metavar=("STUDENT", "TEACHER"))
+    ap.add_argument("--out", type=Path, default=Path("runs/bench_distill"))
+    a = ap.parse_args()
+    dev = select_device(None)
+    teacher = load_model_arg(a.teacher).module
+    splits = make_splits(load_gtsrb())
+    ctx = Context(splits, teacher, a.out, dev, seed=0)
+    spec = default_spec(a.arch, a.width)
+    spec["input_norm"] = copy.deepcopy(teacher.spec()["input_norm"])
+    rows = [{"name": "teacher", "macs": count_macs(teacher),
+             "accuracy": evaluate_accuracy(teacher, splits.test, dev)}]
+    variants = {"cross-entropy": {"mode": "none"}, "soft KD": {"mode": "soft"},
+                "soft KD + features": {"mode": "soft", "feature_pairs": [tuple(a.feature_pair)]}}
+    for name, kw in variants.items():
+        torch.manual_seed(0)
+        student = build_model(spec)
+        cfg = DistillStep(arch=a.arch, width=a.width, epochs=a.epochs, train_subset=a.train_subset, **kw)
+        student, res = distill_into(student, teacher, cfg, ctx)
+        rows.append({"name": name, "macs": count_macs(student), "val_accuracy": res.best_val_accuracy,
+                     "accuracy": evaluate_accuracy(student.cpu().eval(), splits.test, dev)})
+        Console(stderr=True).print(f"{name}: test {rows[-1]['accuracy']:.4f}")
+    t = Table(title=f"distillation ablation: {a.arch} x{a.width} student, {a.epochs} epochs, seed 0")
+    for c in ("model", "MACs", "MACs vs teacher", "test accuracy", "Δ vs teacher"):
+        t.add_column(c, justify="right")
+    for r in rows:
+        t.add_row(r["name"], f"{r['macs'] / 1e6:.1f}M", f"{r['macs'] / rows[0]['macs']:.2f}",
+                  f"{100 * r['accuracy']:.2f}%", f"{100 * (r['accuracy'] - rows[0]['accuracy']):+.2f}")
+    Console(width=120).print(t)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "results.json").write_text(json.dumps({"rows": rows, "machine": machine_info()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

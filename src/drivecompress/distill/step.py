@@ -1,0 +1,85 @@
+"""A teacher plugged into the project's training loop: the loss closes over a frozen teacher (eval mode)
+that sees exactly the student's augmented batch; optional feature transfer through forward hooks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn as nn
+
+from drivecompress.distill.losses import FeatureAdapter, feature_loss, hard_target_loss, soft_target_loss
+from drivecompress.train.loop import LossFn
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    mode: Literal["soft", "hard"] = "soft"
+    temperature: float = 4.0
+    alpha: float = 0.9
+    label_smoothing: float = 0.0
+    feature_pairs: list[tuple[str, str]] = field(default_factory=list)
+    """(student module, teacher module) whose outputs are matched, e.g. ("blocks.3", "blocks.5")."""
+    feature_weight: float = 1.0
+
+
+class _Tap:
+    """Keeps the latest output of a module (a forward hook)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.out: torch.Tensor | None = None
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, _m, _i, out) -> None:
+        self.out = out
+
+
+def _channels(model: nn.Module, name: str) -> int:
+    mod = dict(model.named_modules())[name]
+    with torch.no_grad():
+        tap = _Tap(mod)
+        model.eval()(torch.zeros(1, 3, 32, 32))
+        tap.handle.remove()
+    return int(tap.out.shape[1])
+
+
+class Distiller:
+    """Builds the loss for ``fit`` and cleans up after training (hooks, adapters)."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: DistillConfig, device: torch.device) -> None:
+        self.cfg, self.student = cfg, student
+        self.teacher = teacher.to(device).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
+        for s_name, t_name in cfg.feature_pairs:
+            if s_name not in s_mods or t_name not in t_mods:
+                raise ValueError(f"feature pair ({s_name!r}, {t_name!r}): no such module in student/teacher")
+        adapters = [FeatureAdapter(_channels(student, s), _channels(teacher, t)) for s, t in cfg.feature_pairs]
+        # Registered on the student so fit's optimizer trains them; removed by close().
+        student.kd_adapters = nn.ModuleList(adapters)
+        self.s_taps = [_Tap(s_mods[s]) for s, _ in cfg.feature_pairs]
+        self.t_taps = [_Tap(t_mods[t]) for _, t in cfg.feature_pairs]
+
+    def loss_fn(self) -> LossFn:
+        cfg = self.cfg
+
+        def loss(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                t_logits = self.teacher(images.float()).float()
+            if cfg.mode == "hard":
+                total = hard_target_loss(logits, t_logits)
+            else:
+                total = soft_target_loss(logits, t_logits, labels, cfg.temperature, cfg.alpha, cfg.label_smoothing)
+            for adapter, s_tap, t_tap in zip(self.student.kd_adapters, self.s_taps, self.t_taps, strict=True):
+                total = total + cfg.feature_weight * feature_loss(s_tap.out.float(), t_tap.out.float(), adapter)
+            return total
+
+        return loss
+
+    def close(self) -> None:
+        for tap in self.s_taps + self.t_taps:
+            tap.handle.remove()
+        if hasattr(self.student, "kd_adapters"):
+            del self.student.kd_adapters

@@ -1,0 +1,82 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from drivecompress.distill.losses import (
+    FeatureAdapter,
+    attention_transfer,
+    feature_loss,
+    hard_target_loss,
+    kd_kl,
+    soft_target_loss,
+)
+from drivecompress.distill.step import DistillConfig, Distiller
+from drivecompress.models import build_model, default_spec
+from drivecompress.train.loop import TrainConfig, fit
+
+
+def test_identical_logits_give_zero_kl():
+    z = torch.randn(5, 43)
+    assert float(kd_kl(z, z.clone(), temperature=3.0)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kl_hand_computed_and_t_squared_scaling():
+    s = torch.tensor([[0.0, 0.0]])
+    t = torch.tensor([[math.log(3.0), 0.0]])  # teacher probs (0.75, 0.25) at T=1
+    expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert float(kd_kl(s, t, temperature=1.0)) == pytest.approx(expected, rel=1e-5)
+    # at T=2 the softened teacher is (sqrt3/(1+sqrt3), 1/(1+sqrt3)); the loss is that KL times 4
+    p = math.sqrt(3) / (1 + math.sqrt(3))
+    kl2 = p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5)
+    assert float(kd_kl(s, t, temperature=2.0)) == pytest.approx(4 * kl2, rel=1e-5)
+
+
+def test_alpha_zero_is_plain_cross_entropy_and_alpha_one_is_kd():
+    s, t, y = torch.randn(6, 43), torch.randn(6, 43), torch.randint(0, 43, (6,))
+    assert torch.allclose(soft_target_loss(s, t, y, alpha=0.0), F.cross_entropy(s, y))
+    assert torch.allclose(soft_target_loss(s, t, y, temperature=2.0, alpha=1.0), kd_kl(s, t, 2.0))
+
+
+def test_hard_target_uses_teacher_argmax():
+    t = torch.tensor([[0.0, 5.0, 1.0]])
+    s = torch.tensor([[0.0, 2.0, 0.0]])
+    assert torch.allclose(hard_target_loss(s, t), F.cross_entropy(s, torch.tensor([1])))
+
+
+def test_adapter_maps_mismatched_channels_and_feature_losses():
+    adapter = FeatureAdapter(8, 24)
+    s, t = torch.randn(2, 8, 16, 16), torch.randn(2, 24, 8, 8)
+    assert adapter(s).shape == (2, 24, 16, 16)
+    loss = feature_loss(s, t, adapter)
+    loss.backward()
+    assert loss.item() > 0 and adapter.proj.weight.grad is not None
+    assert float(attention_transfer(t, t)) == pytest.approx(0.0, abs=1e-7)
+    assert float(attention_transfer(s, t)) > 0
+
+
+def test_distillation_moves_student_toward_teacher(splits):
+    """A few hundred steps of pure KD (alpha=1, labels unused) make the student agree with the teacher more."""
+    torch.manual_seed(0)
+    teacher = build_model(default_spec("resnet", 0.25, depth=(1, 1, 1))).eval()
+    fit(teacher, splits.train.head(1500, seed=0), splits.val.head(100),
+        TrainConfig(epochs=2, batch_size=64, lr=0.05, amp="off", channels_last=False), torch.device("cpu"))
+    student = build_model(default_spec("vgg", 0.25))
+    probe = splits.val.head(300, seed=2)
+    x = torch.as_tensor(probe.x).permute(0, 3, 1, 2).float() / 255
+
+    def agreement() -> float:
+        with torch.no_grad():
+            return float((student.eval()(x).argmax(1) == teacher(x).argmax(1)).float().mean())
+
+    before = agreement()
+    d = Distiller(student, teacher, DistillConfig(alpha=1.0, feature_pairs=[("features.4", "blocks.1")]),
+                  torch.device("cpu"))
+    assert len(list(student.kd_adapters.parameters())) == 1
+    fit(student, splits.train.head(1500, seed=1), splits.val.head(100),
+        TrainConfig(epochs=2, batch_size=64, lr=0.05, amp="off", channels_last=False, label_smoothing=0.0),
+        torch.device("cpu"), loss_fn=d.loss_fn())
+    d.close()
+    assert not hasattr(student, "kd_adapters")
+    assert agreement() > before + 0.1
