@@ -9,7 +9,7 @@ from drivecompress.train.checkpoint import save_checkpoint
 
 from .conftest import tiny_model
 
-SUBCOMMANDS = ["train", "eval", "bench", "demo", "data", "quantize", "compress"]
+SUBCOMMANDS = ["train", "eval", "bench", "demo", "data", "compress", "robustness"]
 
 
 def test_top_level_help_lists_commands():

@@ -100,3 +100,22 @@ def test_robustness_figures_recorded_and_budgeted(tmp_path, ckpt):
         assert 0 <= m["corruption_accuracy"] <= 1 and 0 <= m["adversarial_accuracy"] <= 1
     assert rep["final"]["robustness"]["adversarial"]["method"].startswith("transfer")
     assert "<h2>Robustness</h2>" in (out / "report.html").read_text()
+
+
+def test_quantization_recipes_run_end_to_end(tmp_path, ckpt):
+    """The shipped int8 recipes (shortened with --set) produce an int8 model.onnx beside baseline.onnx."""
+    from drivecompress.data.gtsrb import repo_root
+    from drivecompress.quant.ptq import int8_weight_count
+
+    for name, sets in (("int8-ptq", ["steps.0.calibration_images=32"]),
+                       ("int8-qat", ["steps.0.epochs=1", "steps.0.train_subset=128"])):
+        out = tmp_path / name
+        args = ["compress", ckpt, "--recipe", str(repo_root() / "recipes" / f"{name}.yaml"), "--out", str(out),
+                "--set", "evaluation.test_subset=100", "--set", "evaluation.latency_runs=10",
+                "--set", "evaluation.throughput_seconds=0.2", "--set", "budgets.max_accuracy_drop=100",
+                "--set", "budgets.max_safety_recall_drop=100"]
+        for s in sets:
+            args += ["--set", s]
+        assert main(args) == 0, name
+        assert (out / "baseline.onnx").exists()
+        assert int8_weight_count(out / "model.onnx")["int8_elements"] > 10_000

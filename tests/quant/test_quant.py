@@ -1,13 +1,10 @@
 """PTQ, sensitivity and QAT on tiny models: int8 storage, options that change what they should, errors."""
 
-import json
-
 import numpy as np
 import onnx
 import pytest
 import torch
 
-from drivecompress.cli import main
 from drivecompress.errors import BadInputError
 from drivecompress.evaluate.predictor import OnnxPredictor, TorchPredictor, predict_all
 from drivecompress.export.onnx import export_onnx
@@ -15,7 +12,6 @@ from drivecompress.quant.calibration import check_calibration_images
 from drivecompress.quant.ptq import PTQConfig, int8_weight_count, quantize_ptq
 from drivecompress.quant.qat import calibrate_ranges, export_qat, prepare_qat, qat_finetune
 from drivecompress.quant.sensitivity import layer_sensitivity
-from drivecompress.train.checkpoint import save_checkpoint
 from drivecompress.train.loop import TrainConfig
 
 from ..conftest import tiny_model
@@ -134,18 +130,3 @@ def test_qat_smoke_finetune_runs_on_ort(tmp_path, splits, test_subset):
     export_qat(q, tmp_path / "q.onnx", _imgs(test_subset, 8))
     out = OnnxPredictor(tmp_path / "q.onnx")(_imgs(test_subset, 5))
     assert out.shape == (5, 43) and np.isfinite(out).all()
-
-
-def test_quantize_cli_writes_both_models_and_refuses_overwrite(tmp_path, capsys):
-    save_checkpoint(tmp_path / "ck", tiny_model("vgg"))
-    args = ["quantize", str(tmp_path / "ck"), "--out", str(tmp_path / "o"), "--subset", "100", "--runs", "10",
-            "--calibration-images", "64", "--json"]
-    assert main(args) == 0
-    doc = json.loads(capsys.readouterr().out)
-    assert {"fp32.accuracy", "int8.accuracy", "latency_ms_p50_ratio", "verdict"} <= set(doc)
-    rep = json.loads((tmp_path / "o" / "quant_report.json").read_text())
-    assert rep["baseline"]["macs"] == rep["final"]["macs"] and len(rep["final"]["per_class_recall"]) == 43
-    assert (tmp_path / "o" / "baseline.onnx").exists()
-    before = (tmp_path / "o" / "model.onnx").read_bytes()
-    assert main(args) == 2
-    assert (tmp_path / "o" / "model.onnx").read_bytes() == before
