@@ -22,7 +22,7 @@ def test_shipped_recipes_validate():
 def test_defaults_are_filled_in():
     r = parse_recipe({"steps": [{"type": "ptq"}]})
     kind, cfg = r.steps[0]
-    assert kind == "ptq" and isinstance(cfg, PTQStep) and cfg.calibration == "minmax"
+    assert kind == "ptq" and isinstance(cfg, PTQStep) and cfg.calibration == "percentile"
     assert r.resolved()["steps"][0]["calibration_images"] == 512
 
 

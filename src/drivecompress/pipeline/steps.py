@@ -42,7 +42,7 @@ def finetune(state: State, cfg: FinetuneStep, ctx: Context) -> State:
 class PTQStep(StepConfig):
     """ONNX Runtime static int8 quantization (QDQ, per-channel weights)."""
 
-    calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
+    calibration: Literal["minmax", "percentile", "entropy"] = "percentile"
     calibration_images: int = Field(512, ge=1)
     percentile: float = Field(99.999, gt=0, le=100)
     exclude: list[str] = Field(default_factory=list)
