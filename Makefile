@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Exit 3 means the safety gate refused the compressed model: the job ran and its report says why, so the
+# target succeeds (the CLI itself still exits 3 for scripts that act on the verdict).
 demo: $(STAMP)
-	$(BIN)/drivecompress demo
+	$(BIN)/drivecompress demo; rc=$$?; \
+	  if [ $$rc -eq 3 ]; then echo "demo finished: the gate REFUSED the model (see the report above)"; exit 0; fi; exit $$rc
 
 # Fast suite (slow-marked tests excluded). pytest's exit code 5 ("no tests collected") is turned into a
 # visible failure: an empty suite must never pass as green.

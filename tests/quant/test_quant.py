@@ -130,3 +130,17 @@ def test_qat_smoke_finetune_runs_on_ort(tmp_path, splits, test_subset):
     export_qat(q, tmp_path / "q.onnx", _imgs(test_subset, 8))
     out = OnnxPredictor(tmp_path / "q.onnx")(_imgs(test_subset, 5))
     assert out.shape == (5, 43) and np.isfinite(out).all()
+
+
+def test_mixed_precision_keeps_float_only_when_it_helps(fp32_onnx, calib, splits, tmp_path):
+    from drivecompress.quant.sensitivity import mixed_precision
+
+    val = splits.val.head(100)
+    loose = mixed_precision(fp32_onnx, tmp_path / "a.onnx", calib[:32], val, PTQConfig(calibration_images=32), 100.0)
+    assert loose.kept_float == [] and loose.per_node_drop == {}  # within budget: no analysis, full int8
+    strict = mixed_precision(fp32_onnx, tmp_path / "b.onnx", calib[:32], val, PTQConfig(calibration_images=32), -1.0)
+    assert len(strict.per_node_drop) >= 8  # budget impossible: the per-layer analysis ran
+    accs = [s["accuracy"] for s in strict.steps]
+    assert strict.final_accuracy >= accs[0]  # keeping layers float never made it worse
+    assert len(strict.kept_float) <= len(strict.per_node_drop) // 2
+    assert (tmp_path / "b.onnx").exists() and not (tmp_path / "b.trial.onnx").exists()

@@ -50,18 +50,32 @@ def layer_sensitivity(fp32_onnx: Path, calib: np.ndarray, val: LabeledImages, cf
 def mixed_precision(
     fp32_onnx: Path, out: Path, calib: np.ndarray, val: LabeledImages, cfg: PTQConfig, max_drop_points: float
 ) -> SensitivityReport:
-    """Full int8 first; while the drop exceeds the budget, keep the next most sensitive layer in float."""
-    report = layer_sensitivity(fp32_onnx, calib, val, cfg)
+    """Full int8 first; only if the drop exceeds the budget, measure per-layer sensitivity and keep the most
+    sensitive layers in float one at a time — a layer stays float only if that measurably helps (every float
+    layer costs speed), and the search stops at the first layer that does not."""
+    quantize_ptq(fp32_onnx, out, calib, cfg)
+    acc = _acc(out, val)
+    base = _acc(fp32_onnx, val)
+    report = SensitivityReport(fp32_accuracy=base, per_node_drop={})
+    report.steps.append({"kept_float": ", ".join(cfg.exclude) or "-", "accuracy": acc})
+    if 100.0 * (base - acc) <= max_drop_points:
+        report.final_accuracy, report.kept_float = acc, list(cfg.exclude)
+        return report
+    report.per_node_drop = layer_sensitivity(fp32_onnx, calib, val, cfg).per_node_drop
     order = sorted(report.per_node_drop, key=report.per_node_drop.get, reverse=True)
     kept: list[str] = list(cfg.exclude)
-    while True:
-        quantize_ptq(fp32_onnx, out, calib, replace(cfg, exclude=tuple(kept)))
-        acc = _acc(out, val)
-        report.steps.append({"kept_float": ", ".join(kept) or "-", "accuracy": acc})
-        drop = 100.0 * (report.fp32_accuracy - acc)
-        remaining = [n for n in order if n not in kept]
-        if drop <= max_drop_points or not remaining or len(kept) >= len(order) // 2:
+    for name in order[: max(1, len(order) // 2)]:
+        trial = out.with_suffix(".trial.onnx")
+        quantize_ptq(fp32_onnx, trial, calib, replace(cfg, exclude=(*kept, name)))
+        trial_acc = _acc(trial, val)
+        report.steps.append({"kept_float": ", ".join([*kept, name]), "accuracy": trial_acc})
+        if trial_acc <= acc:  # no measurable gain: keep the faster model and stop
+            trial.unlink()
             break
-        kept.append(remaining[0])
+        kept.append(name)
+        trial.replace(out)
+        acc = trial_acc
+        if 100.0 * (base - acc) <= max_drop_points:
+            break
     report.kept_float, report.final_accuracy = kept, acc
     return report
