@@ -40,5 +40,6 @@ def speed_verdict(base: dict[str, Any], new: dict[str, Any], label: str = "int8"
     r = base["latency_ms_p50"] / new["latency_ms_p50"]
     t = new["throughput_ips"] / base["throughput_ips"]
     if r >= 1.05:
-        return f"{label} is {r:.2f}x faster than fp32 at batch 1 (1 thread) and {t:.2f}x in throughput"
-    return f"{label} is NOT faster than fp32 at batch 1 (1 thread): {r:.2f}x latency ratio, {t:.2f}x throughput"
+        return f"{label} is {r:.2f}x faster than the fp32 baseline at batch 1 (1 thread) and {t:.2f}x in throughput"
+    return (f"{label} is NOT faster than the fp32 baseline at batch 1 (1 thread): {r:.2f}x latency ratio, "
+            f"{t:.2f}x throughput")

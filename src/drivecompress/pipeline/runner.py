@@ -23,7 +23,7 @@ from drivecompress.data.dataset import make_splits
 from drivecompress.data.gtsrb import load_gtsrb
 from drivecompress.data.transforms import deploy_input
 from drivecompress.errors import BadInputError, GateRefusedError
-from drivecompress.evaluate.compare import measure_onnx, ratios
+from drivecompress.evaluate.compare import measure_onnx, ratios, speed_verdict
 from drivecompress.evaluate.complexity import count_macs, count_params
 from drivecompress.evaluate.latency import SpeedConfig
 from drivecompress.evaluate.loading import load_model_arg
@@ -154,6 +154,7 @@ def _finish(out: Path, recipe: Recipe, loaded, baseline, records, state: State) 
         "gate": gate,
         "targets": check_targets(baseline, final, recipe.targets),
         "ratios": ratios(baseline, final),
+        "speed_verdict": speed_verdict(baseline, final, "the final model"),
         "model": str(loaded.source),
         "artifact": target.name,
         "recipe": recipe.resolved(),

@@ -124,6 +124,7 @@ def render(report: dict[str, Any]) -> str:
 <p>Input model: <code>{html.escape(str(report.get('model', '')))}</code> — final artifact:
 <code>{html.escape(str(report.get('artifact', '')))}</code></p>
 <h2>Summary: baseline vs final</h2>{summary_table(base, final)}
+<p><b>Speed on ONNX Runtime:</b> {html.escape(report.get("speed_verdict", "not measured"))}.</p>
 <h2>Safety gate</h2>{verdict}
 {targets_table(report.get("targets", []))}
 {robustness_table(base, final)}
