@@ -8,8 +8,10 @@ BatchNorm into Conv), and float fallback for chosen nodes by name or glob patter
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +112,11 @@ def quantize_ptq(
             extra["CalibPercentile"] = cfg.percentile
 
         def write(tmp_out: Path) -> None:
+            # ORT's histogram calibrators print progress on stdout; keep stdout for --json results only.
+            with contextlib.redirect_stdout(sys.stderr):
+                _quantize(tmp_out)
+
+        def _quantize(tmp_out: Path) -> None:
             quantize_static(
                 str(model_in), str(tmp_out), ImageReader(images),
                 quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel,
