@@ -120,3 +120,14 @@ def test_quantization_recipes_run_end_to_end(tmp_path, ckpt):
         assert main(args) == 0, name
         assert (out / "baseline.onnx").exists()
         assert int8_weight_count(out / "model.onnx")["int8_elements"] > 10_000
+
+
+def test_prune_with_distillation_recovery_keeps_the_teacher_intact(tmp_path, ckpt):
+    """The input model is the teacher: pruning the working copy must not prune (or freeze) the teacher."""
+    recipe = _recipe(tmp_path, [{"type": "prune", "ratio": 0.3, "round_to": None, "recovery_epochs": 1,
+                                 "train_subset": 128, "distill": True}])
+    out = tmp_path / "run"
+    assert main(["compress", ckpt, "--recipe", recipe, "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["final"]["macs"] < rep["baseline"]["macs"]
+    assert rep["steps"][0]["notes"]["history"][-1]["recovery"] is True

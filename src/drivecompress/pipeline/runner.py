@@ -11,6 +11,7 @@ Run folder (all writes atomic):
 
 from __future__ import annotations
 
+import copy
 import shutil
 import time
 from pathlib import Path
@@ -104,7 +105,8 @@ def run_recipe(model_arg: str, recipe: Recipe, out: Path, resume: bool = False, 
         export_onnx(loaded.module, out / "baseline.onnx", check)
         baseline = _measure(State(module=loaded.module), out / "baseline.onnx", test, recipe, speed)
         atomic_write_json(base_json, baseline)
-    state = State(module=loaded.module)
+    # Steps change their model in place; the input model stays untouched as the distillation teacher.
+    state = State(module=copy.deepcopy(loaded.module))
     records = []
     for i, (kind, cfg) in enumerate(recipe.steps):
         name = cfg.name or kind
