@@ -131,3 +131,9 @@ def test_prune_with_distillation_recovery_keeps_the_teacher_intact(tmp_path, ckp
     rep = json.loads((out / "report.json").read_text())
     assert rep["final"]["macs"] < rep["baseline"]["macs"]
     assert rep["steps"][0]["notes"]["history"][-1]["recovery"] is True
+
+
+def test_float_step_after_quantization_is_bad_input(tmp_path, ckpt, capsys):
+    recipe = _recipe(tmp_path, [{"type": "ptq", "calibration_images": 32}, {"type": "finetune", "epochs": 1}])
+    assert main(["compress", ckpt, "--recipe", recipe, "--out", str(tmp_path / "run")]) == 2
+    assert "step 1 (finetune): needs a float model" in capsys.readouterr().err

@@ -38,25 +38,27 @@ def check_gate(baseline: dict[str, Any], final: dict[str, Any], budgets: Budgets
     return {"passed": not v, "violations": v}
 
 
+def _ratio_target(label: str, got: float, goal: float, more: str) -> dict[str, Any]:
+    met = got >= goal
+    return {"target": label, "achieved": f"{got:.2f}x", "met": met,
+            "shortfall": None if met else f"{goal / got:.2f}x more {more} needed"}
+
+
 def check_targets(baseline: dict[str, Any], final: dict[str, Any], targets: Targets) -> list[dict[str, Any]]:
     """Each target with what was achieved and, when missed, by how much."""
     rows = []
     if targets.min_latency_speedup is not None:
-        got = baseline["latency_ms_p50"] / final["latency_ms_p50"]
-        rows.append({"target": f"batch-1 latency at least {targets.min_latency_speedup:g}x lower",
-                     "achieved": f"{got:.2f}x", "met": got >= targets.min_latency_speedup,
-                     "shortfall": None if got >= targets.min_latency_speedup else
-                     f"{targets.min_latency_speedup / got:.2f}x more speed-up needed"})
+        rows.append(_ratio_target(f"batch-1 latency at least {targets.min_latency_speedup:g}x lower",
+                                  baseline["latency_ms_p50"] / final["latency_ms_p50"],
+                                  targets.min_latency_speedup, "speed-up"))
     if targets.min_size_reduction is not None:
-        got = baseline["size_bytes"] / final["size_bytes"]
-        rows.append({"target": f"at least {targets.min_size_reduction:g}x smaller on disk",
-                     "achieved": f"{got:.2f}x", "met": got >= targets.min_size_reduction,
-                     "shortfall": None if got >= targets.min_size_reduction else
-                     f"{targets.min_size_reduction / got:.2f}x more reduction needed"})
+        rows.append(_ratio_target(f"at least {targets.min_size_reduction:g}x smaller on disk",
+                                  baseline["size_bytes"] / final["size_bytes"], targets.min_size_reduction,
+                                  "reduction"))
     if targets.max_accuracy_drop is not None:
         drop = 100.0 * (baseline["accuracy"] - final["accuracy"])
+        met = drop <= targets.max_accuracy_drop
         rows.append({"target": f"accuracy within {targets.max_accuracy_drop:g} points",
-                     "achieved": f"{-drop:+.2f} points", "met": drop <= targets.max_accuracy_drop,
-                     "shortfall": None if drop <= targets.max_accuracy_drop else
-                     f"{drop - targets.max_accuracy_drop:.2f} points over"})
+                     "achieved": f"{-drop:+.2f} points", "met": met,
+                     "shortfall": None if met else f"{drop - targets.max_accuracy_drop:.2f} points over"})
     return rows

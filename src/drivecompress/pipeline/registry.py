@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict
@@ -21,6 +21,8 @@ class StepConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str | None = None
+    #: The runner refuses to run such a step after a quantization step produced an int8 artifact.
+    needs_float_model: ClassVar[bool] = True
 
 
 @dataclass

@@ -123,6 +123,8 @@ def run_recipe(model_arg: str, recipe: Recipe, out: Path, resume: bool = False, 
         _err.print(f"[bold]compress[/]: step {i + 1}/{len(recipe.steps)} {name} ...")
         seed_everything(recipe.seed + i)
         _, handler = lookup(kind)
+        if cfg.needs_float_model and state.onnx_path is not None:
+            raise BadInputError(f"step {i} ({kind}): needs a float model, but an earlier step already quantized it")
         t0 = time.perf_counter()
         try:
             state = handler(state, cfg, Context(splits, loaded.module, step_dir, dev, recipe.seed + i))

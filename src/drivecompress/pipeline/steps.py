@@ -14,11 +14,6 @@ from drivecompress.quant.sensitivity import mixed_precision
 from drivecompress.train.loop import TrainConfig, fit
 
 
-def _require_float(state: State, step: str) -> None:
-    if state.onnx_path is not None:
-        raise ValueError(f"step '{step}' needs a float model, but an earlier step already quantized it")
-
-
 class FinetuneStep(StepConfig):
     """Train the current model further (e.g. recovery after pruning)."""
 
@@ -31,7 +26,6 @@ class FinetuneStep(StepConfig):
 
 @register_step("finetune", FinetuneStep)
 def finetune(state: State, cfg: FinetuneStep, ctx: Context) -> State:
-    _require_float(state, "finetune")
     tc = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer, batch_size=cfg.batch_size,
                      schedule="cosine", seed=ctx.seed)
     fit(state.module, ctx.splits.train.head(cfg.train_subset, seed=ctx.seed), ctx.splits.val, tc, ctx.device,
@@ -53,7 +47,6 @@ class PTQStep(StepConfig):
 def ptq(state: State, cfg: PTQStep, ctx: Context) -> State:
     from drivecompress.export.onnx import export_onnx
 
-    _require_float(state, "ptq")
     pc = PTQConfig(calibration=cfg.calibration, calibration_images=cfg.calibration_images,
                    percentile=cfg.percentile, exclude=tuple(cfg.exclude))
     calib = deploy_input(ctx.splits.train.head(cfg.calibration_images, seed=ctx.seed).x)
@@ -81,7 +74,6 @@ class QATStep(StepConfig):
 def qat(state: State, cfg: QATStep, ctx: Context) -> State:
     import dataclasses
 
-    _require_float(state, "qat")
     tc = dataclasses.replace(QAT_DEFAULTS, epochs=cfg.epochs, lr=cfg.lr, seed=ctx.seed)
     q, res = qat_finetune(state.module, ctx.splits.train.head(cfg.train_subset, seed=ctx.seed), ctx.splits.val, tc,
                           ctx.device)

@@ -79,8 +79,6 @@ def _sensitivity_plan(state: State, cfg: PruneStep, sc: StructuredConfig, ctx: C
 
 @register_step("prune", PruneStep)
 def prune(state: State, cfg: PruneStep, ctx: Context) -> State:
-    if state.onnx_path is not None:
-        raise ValueError("step 'prune' needs a float model, but an earlier step already quantized it")
     sc = StructuredConfig(ratio=cfg.ratio, importance=cfg.importance, global_pruning=cfg.global_pruning,
                           max_layer_ratio=cfg.max_layer_ratio, round_to=cfg.round_to,
                           never_prune=tuple(cfg.never_prune))
@@ -114,8 +112,6 @@ class UnstructuredStep(_Tuning):
 
 @register_step("unstructured", UnstructuredStep)
 def unstructured(state: State, cfg: UnstructuredStep, ctx: Context) -> State:
-    if state.onnx_path is not None:
-        raise ValueError("step 'unstructured' needs a float model, but an earlier step already quantized it")
     uc = UnstructuredConfig(sparsity=cfg.sparsity, global_pruning=cfg.global_pruning,
                             include_linear=cfg.include_linear)
     history = []
