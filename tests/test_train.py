@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from drivecompress.models import build_model, default_spec
-from drivecompress.train.loop import TrainConfig, _lr_factor, evaluate_accuracy, fit
+from drivecompress.train.loop import TrainConfig, _lr_factor, epoch_order, evaluate_accuracy, fit
 
 QUICK = TrainConfig(epochs=3, batch_size=64, lr=0.05, optimizer="sgd", amp="off", channels_last=False, seed=0)
 
@@ -56,3 +56,14 @@ def test_schedules():
     assert _lr_factor(one, 0.0) < 0.1 and abs(_lr_factor(one, 0.2) - 1.0) < 1e-6 and _lr_factor(one, 1.0) < 1e-6
     cos = TrainConfig(schedule="cosine")
     assert _lr_factor(cos, 0.0) == 1.0 and np.isclose(_lr_factor(cos, 0.5), 0.5)
+
+
+def test_class_balance_oversamples_rare_classes():
+    y = np.array([0] * 900 + [1] * 100)
+    plain = epoch_order(y, 0.0, np.random.default_rng(0))
+    assert sorted(plain.tolist()) == list(range(1000))  # a permutation: every image once
+    half = np.bincount(y[epoch_order(y, 0.5, np.random.default_rng(0))], minlength=2)
+    full = np.bincount(y[epoch_order(y, 1.0, np.random.default_rng(0))], minlength=2)
+    # expected share of class 1: 100*100^-.5 / (900*900^-.5 + 100*100^-.5) = 0.25; fully balanced 0.5
+    assert 200 < half[1] < 300
+    assert 440 < full[1] < 560

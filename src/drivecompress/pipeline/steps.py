@@ -8,29 +8,23 @@ from pydantic import Field
 
 from drivecompress.data.transforms import deploy_input
 from drivecompress.pipeline.registry import Context, State, StepConfig, register_step
+from drivecompress.pipeline.tuning import Tuning, tune
 from drivecompress.quant.ptq import PTQConfig, quantize_ptq
 from drivecompress.quant.qat import QAT_DEFAULTS, export_qat, qat_finetune
 from drivecompress.quant.sensitivity import mixed_precision
-from drivecompress.train.loop import TrainConfig, fit
 
 
-class FinetuneStep(StepConfig):
-    """Train the current model further (e.g. recovery after pruning)."""
+class FinetuneStep(Tuning):
+    """Train the current model further; with ``distill: true`` the input model's soft targets guide it."""
 
     epochs: int = Field(2, ge=1)
-    lr: float = Field(0.01, gt=0)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    batch_size: int = Field(128, ge=1)
-    train_subset: int | None = Field(None, ge=1)
+    distill: bool = Field(False, description="recover with soft targets from the unmodified input model")
 
 
 @register_step("finetune", FinetuneStep)
 def finetune(state: State, cfg: FinetuneStep, ctx: Context) -> State:
-    tc = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer, batch_size=cfg.batch_size,
-                     schedule="cosine", seed=ctx.seed)
-    fit(state.module, ctx.splits.train.head(cfg.train_subset, seed=ctx.seed), ctx.splits.val, tc, ctx.device,
-        description="finetune")
-    return State(module=state.module.cpu().eval())
+    tune(state, cfg, ctx, cfg.epochs, "finetune")
+    return State(module=state.module)
 
 
 class PTQStep(StepConfig):

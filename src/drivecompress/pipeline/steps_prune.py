@@ -7,9 +7,9 @@ import dataclasses
 
 from pydantic import Field
 
-from drivecompress.distill.step import DistillConfig, Distiller
 from drivecompress.evaluate.complexity import count_macs
-from drivecompress.pipeline.registry import Context, State, StepConfig, register_step
+from drivecompress.pipeline.registry import Context, State, register_step
+from drivecompress.pipeline.tuning import Tuning, tune
 from drivecompress.prune.importance import ImportanceName
 from drivecompress.prune.sensitivity import measure_sensitivity, plot_sensitivity, ratios_for_mac_budget
 from drivecompress.prune.structured import StructuredConfig, make_pruner, prune_step
@@ -21,41 +21,14 @@ from drivecompress.prune.unstructured import (
     layer_sparsity,
     make_permanent,
 )
-from drivecompress.train.loop import TrainConfig, evaluate_accuracy, fit
+from drivecompress.train.loop import evaluate_accuracy
 
 
-class _Tuning(StepConfig):
-    finetune_epochs: int = Field(1, ge=0, description="epochs of fine-tuning after each pruning step")
-    recovery_epochs: int = Field(2, ge=0, description="fine-tuning after the last step")
-    lr: float = Field(0.01, gt=0)
-    train_subset: int | None = Field(None, ge=1)
-    distill: bool = Field(True, description="recover with soft targets from the unmodified input model")
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(0.9, ge=0, le=1)
-
-
-def _tune(state: State, cfg: _Tuning, ctx: Context, epochs: int, label: str) -> None:
-    """Fine-tune with the project's loop; with ``distill`` the unmodified input model is the teacher."""
-    if epochs <= 0:
-        return
-    tc = TrainConfig(epochs=epochs, lr=cfg.lr, schedule="cosine", warmup_frac=0.0, seed=ctx.seed,
-                     label_smoothing=0.0 if cfg.distill else 0.1)
-    train = ctx.splits.train.head(cfg.train_subset, seed=ctx.seed)
-    if cfg.distill:
-        d = Distiller(state.module, ctx.teacher, DistillConfig(temperature=cfg.temperature, alpha=cfg.alpha),
-                      ctx.device)
-        try:
-            fit(state.module, train, ctx.splits.val, tc, ctx.device, loss_fn=d.loss_fn(), description=label)
-        finally:
-            d.close()
-    else:
-        fit(state.module, train, ctx.splits.val, tc, ctx.device, description=label)
-    state.module.cpu().eval()
-
-
-class PruneStep(_Tuning):
+class PruneStep(Tuning):
     """Structured channel pruning with physical removal (Torch-Pruning)."""
 
+    finetune_epochs: int = Field(1, ge=0, description="epochs of fine-tuning after each pruning step")
+    recovery_epochs: int = Field(2, ge=0, description="fine-tuning after the last step")
     ratio: float = Field(0.5, gt=0, lt=1, description="fraction of channels removed per group (or globally)")
     importance: ImportanceName = "l2"
     global_pruning: bool = False
@@ -93,17 +66,19 @@ def prune(state: State, cfg: PruneStep, ctx: Context) -> State:
         rec = {"iteration": k + 1, "macs": count_macs(state.module),
                "val_accuracy_after_prune": evaluate_accuracy(state.module, ctx.splits.val, ctx.device)}
         if k < cfg.iterations - 1:
-            _tune(state, cfg, ctx, cfg.finetune_epochs, f"prune {k + 1}/{cfg.iterations} fine-tune")
+            tune(state, cfg, ctx, cfg.finetune_epochs, f"prune {k + 1}/{cfg.iterations} fine-tune")
             rec["val_accuracy_after_finetune"] = evaluate_accuracy(state.module, ctx.splits.val, ctx.device)
         history.append(rec)
-    _tune(state, cfg, ctx, cfg.recovery_epochs, "prune recovery")
+    tune(state, cfg, ctx, cfg.recovery_epochs, "prune recovery")
     history.append({"recovery": True, "val_accuracy": evaluate_accuracy(state.module, ctx.splits.val, ctx.device)})
     return dataclasses.replace(state, notes={"history": history, **extra})
 
 
-class UnstructuredStep(_Tuning):
+class UnstructuredStep(Tuning):
     """Gradual global (or per-layer) magnitude pruning to ``sparsity``; masks made permanent."""
 
+    finetune_epochs: int = Field(1, ge=0, description="epochs of fine-tuning after each pruning step")
+    recovery_epochs: int = Field(2, ge=0, description="fine-tuning after the last step")
     sparsity: float = Field(0.8, gt=0, lt=1)
     global_pruning: bool = True
     include_linear: bool = False
@@ -118,7 +93,7 @@ def unstructured(state: State, cfg: UnstructuredStep, ctx: Context) -> State:
     for k, target in enumerate(gradual_schedule(cfg.sparsity, cfg.iterations)):
         apply_sparsity(state.module, target, uc)
         epochs = cfg.finetune_epochs if k < cfg.iterations - 1 else cfg.recovery_epochs
-        _tune(state, cfg, ctx, epochs, f"sparsity {target:.2f}")
+        tune(state, cfg, ctx, epochs, f"sparsity {target:.2f}")
         history.append({"target": target, "val_accuracy": evaluate_accuracy(state.module, ctx.splits.val, ctx.device)})
     make_permanent(state.module)
     notes = {"history": history, "conv_sparsity": conv_sparsity(state.module),
