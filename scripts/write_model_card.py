@@ -46,7 +46,9 @@ def main(arg: str) -> int:
         "- Data: track-aware split of the training set (10% of the physical signs held out for validation), "
         "per-image contrast normalization in the model, augmentation: scale 0.55-1.1 and rotation ±12° about the "
         "sign anchored at the top-left corner with anti-aliased shrinking, ±1.5 px shift, brightness/gamma/"
-        "colour gain, occasional mild blur; no flips.",
+        "colour gain, occasional mild blur; no flips."
+        + (f" Rare classes oversampled: each image drawn with probability ∝ count(class)^-{cfg['class_balance']}."
+           if cfg.get("class_balance") else ""),
         "",
         "## Measured (full GTSRB test set, 12,630 images)",
         "",

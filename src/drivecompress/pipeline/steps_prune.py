@@ -33,7 +33,7 @@ class PruneStep(Tuning):
     importance: ImportanceName = "l2"
     global_pruning: bool = False
     max_layer_ratio: float = Field(0.9, gt=0, le=1)
-    round_to: int | None = Field(8, ge=1)
+    round_to: int | None = Field(16, ge=1, description="keep channel counts multiples of this (see StructuredConfig)")
     never_prune: list[str] = Field(default_factory=lambda: ["classifier"])
     iterations: int = Field(1, ge=1)
     target_macs_fraction: float | None = Field(
