@@ -69,3 +69,21 @@ def test_report_loads_in_headless_chromium(tmp_path):
     subprocess.run([_chromium(), *flags, f"--screenshot={shot}", "--window-size=1200,900", path.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_step_details_show_pruning_iterations_and_layer_sparsity():
+    rep = hand_made_report()
+    rep["steps"] = [
+        {"name": "prune", "type": "prune", "seconds": 1.0, "metrics": rep["final"],
+         "notes": {"history": [{"iteration": 1, "macs": 46_600_000, "val_accuracy_after_prune": 0.5123,
+                                "val_accuracy_after_finetune": 0.9712},
+                               {"recovery": True, "val_accuracy": 0.9855}]}},
+        {"name": "sparse", "type": "unstructured", "seconds": 1.0, "metrics": rep["final"],
+         "notes": {"conv_sparsity": 0.8012, "layer_sparsity": {"stem.0": 0.25, "blocks.0.conv1": 0.9}}},
+    ]
+    page = render(rep)
+    details = page[page.index("Inside each step"):]
+    for text in ("val_accuracy_after_prune", "51.23%", "97.12%", "98.55%", "46,600,000", "80.12%",
+                 "<td>blocks.0.conv1</td><td>90.00%</td>"):
+        assert text in details, text
+    assert "Inside each step" not in render(hand_made_report())  # steps without notes add no section

@@ -100,6 +100,42 @@ def robustness_table(base: dict[str, Any], final: dict[str, Any]) -> str:
     return "\n".join(rows) + f"</table><p>Adversarial examples: {html.escape(adv.get('method', ''))}.</p>"
 
 
+def _cell(key: str, v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return "yes" if v is True else "" if v is None else "no"
+    if isinstance(v, float) and ("accuracy" in key or key in ("target", "sparsity")):
+        return f"{100 * v:.2f}%"
+    if isinstance(v, int) and v >= 10_000:
+        return f"{v:,}"
+    return html.escape(f"{v:.4g}" if isinstance(v, float) else str(v))
+
+
+def step_details(report: dict[str, Any]) -> str:
+    """What happened inside each step: per-iteration accuracy of pruning schedules, real per-layer sparsity,
+    layers kept in float. The numbers come from the step's own notes in report.json."""
+    out = []
+    for s in report["steps"]:
+        notes, parts = s.get("notes") or {}, []
+        hist = [h for h in notes.get("history", []) if isinstance(h, dict)]
+        if hist:
+            keys = list(dict.fromkeys(k for h in hist for k in h))
+            parts.append("<table><tr>" + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "</tr>" + "".join(
+                "<tr>" + "".join(f"<td>{_cell(k, h.get(k))}</td>" for k in keys) + "</tr>" for h in hist)
+                + "</table>")
+        if "conv_sparsity" in notes:
+            parts.append(f"<p>Convolution weights that are zero: <b>{100 * notes['conv_sparsity']:.2f}%</b></p>")
+        if notes.get("layer_sparsity"):
+            parts.append("<table><tr><th>layer</th><th>zero weights</th></tr>" + "".join(
+                f"<tr><td>{html.escape(k)}</td><td>{100 * v:.2f}%</td></tr>"
+                for k, v in notes["layer_sparsity"].items()) + "</table>")
+        if "kept_float" in notes:
+            kept = ", ".join(notes["kept_float"]) or "none"
+            parts.append(f"<p>Layers kept in float: {html.escape(kept)}</p>")
+        if parts:
+            out.append(f"<h3>{html.escape(s['name'])} ({html.escape(s['type'])})</h3>" + "".join(parts))
+    return ("<h2>Inside each step</h2>" + "\n".join(out)) if out else ""
+
+
 def targets_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
@@ -129,6 +165,7 @@ def render(report: dict[str, Any]) -> str:
 {targets_table(report.get("targets", []))}
 {robustness_table(base, final)}
 <h2>Every stage</h2>{steps_table(report)}
+{step_details(report)}
 <h2>Trade-offs</h2><div style="display:flex;flex-wrap:wrap;gap:1em">
 {img.format("accuracy vs latency", tradeoff(points, "latency_ms_p50", "latency p50, batch 1, 1 thread (ms)"))}
 {img.format("accuracy vs size", tradeoff(points, "size_bytes", "size on disk (KiB)"))}</div>
