@@ -44,7 +44,9 @@ def main(arg: str) -> int:
         f"- Wall time of training: {tr.get('seconds', 0) / 60:.1f} min on {speed['machine']['cpu']} "
         f"({speed['machine']['cores']} cores), torch {tr.get('torch')}",
         "- Data: track-aware split of the training set (10% of the physical signs held out for validation), "
-        "per-image contrast normalization in the model, augmentation: scale 0.55-1.1 and rotation ±12° about the "
+        f"per-image contrast normalization in the model, augmentation: scale "
+        f"{cfg.get('augment_cfg', {}).get('scale_min', 0.55)}-{cfg.get('augment_cfg', {}).get('scale_max', 1.1)} "
+        "and rotation ±12° about the "
         "sign anchored at the top-left corner with anti-aliased shrinking, ±1.5 px shift, brightness/gamma/"
         "colour gain, occasional mild blur; no flips."
         + (f" Rare classes oversampled: each image drawn with probability ∝ count(class)^-{cfg['class_balance']}."

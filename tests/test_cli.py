@@ -49,12 +49,14 @@ def test_bench_json_records_machine(tmp_path, capsys):
 def test_train_cli_quick_run_and_no_overwrite(tmp_path, capsys):
     out = tmp_path / "ck"
     args = ["train", "--out", str(out), "--arch", "vgg", "--width", "0.25", "--epochs", "1", "--subset", "256",
-            "--max-batches", "2", "--amp", "off", "--json"]
+            "--max-batches", "2", "--amp", "off", "--class-balance", "0.5", "--scale-min", "0.3", "--json"]
     assert main(args) == 0
     doc = json.loads(capsys.readouterr().out)
     meta = json.loads((out / "model.json").read_text())
     assert doc["test_accuracy"] == meta["metrics"]["test_accuracy"]
     assert meta["training"]["config"]["seed"] == 0 and "history" in meta["training"]
+    assert meta["training"]["config"]["class_balance"] == 0.5
+    assert meta["training"]["config"]["augment_cfg"]["scale_min"] == 0.3
     before = (out / "model.safetensors").read_bytes()
     assert main(args) == 2  # refuses to overwrite
     assert (out / "model.safetensors").read_bytes() == before
@@ -66,6 +68,8 @@ def test_train_cli_quick_run_and_no_overwrite(tmp_path, capsys):
     [
         (["eval", "/no/such/model"], "model not found"),
         (["train", "--out", "/tmp/x", "--epochs", "0"], "must be positive"),
+        (["train", "--out", "/tmp/x", "--class-balance", "2"], "--class-balance"),
+        (["train", "--out", "/tmp/x", "--scale-min", "0"], "--scale-min"),
         (["bench", "baseline", "--runs", "0"], "--runs"),
         (["eval", "baseline", "--device", "cuda:7", "--subset", "50"], None),
     ],

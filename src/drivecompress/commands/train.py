@@ -28,6 +28,8 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-balance", type=float, default=0.0,
                    help="oversample rare classes: draw images with probability count(class)^-B "
                         "(0 = natural frequencies, 1 = all classes equally often; default 0)")
+    p.add_argument("--scale-min", type=float, default=0.55,
+                   help="smallest random shrink of a sign (default 0.55; smaller trains on more distant signs)")
     p.add_argument("--no-augment", action="store_true", help="disable augmentation")
     p.add_argument("--norm", choices=["per-image", "dataset"], default="per-image",
                    help="input normalization inside the model (default per-image contrast normalization)")
@@ -42,12 +44,15 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @_args.bind
 def _run(a: argparse.Namespace) -> dict[str, Any]:
+    from drivecompress.data.transforms import AugmentConfig
     from drivecompress.errors import BadInputError
     from drivecompress.train.loop import TrainConfig
     from drivecompress.train.run import TrainJob, train_model
 
     if a.epochs < 1 or a.batch_size < 1 or a.lr <= 0:
         raise BadInputError("--epochs, --batch-size and --lr must be positive")
+    if not 0 < a.scale_min <= 1.1:
+        raise BadInputError(f"--scale-min must be in (0, 1.1], got {a.scale_min}")
     if not 0 <= a.class_balance <= 1:
         raise BadInputError(f"--class-balance must be in [0, 1], got {a.class_balance}")
     if not 0 < a.val_fraction < 1:
@@ -56,6 +61,7 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
         epochs=a.epochs, batch_size=a.batch_size, optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay,
         schedule=a.schedule, label_smoothing=a.label_smoothing, augment=not a.no_augment, amp=a.amp,
         seed=a.seed, max_batches_per_epoch=a.max_batches, class_balance=a.class_balance,
+        augment_cfg=AugmentConfig(scale_min=a.scale_min),
     )
     job = TrainJob(out=a.out, arch=a.arch, width=a.width, per_image_norm=a.norm == "per-image", data=a.data,
                    device=a.device, val_fraction=a.val_fraction, subset=a.subset, overwrite=a.overwrite,
