@@ -101,14 +101,14 @@ def test_unstructured_sparsity_is_real_and_permanent():
     model = _model("resnet")
     apply_sparsity(model, 0.8, UnstructuredConfig(sparsity=0.8))
     make_permanent(model)
-    assert abs(conv_sparsity(model) - 0.8) < 0.01
+    assert 0.8 <= conv_sparsity(model) < 0.801  # never below the target (counts round up)
     assert not any(hasattr(m, "weight_mask") for m in model.modules())
     per_layer = layer_sparsity(model)
     assert len(per_layer) > 5 and max(per_layer.values()) > 0.8 > min(per_layer.values())  # global: uneven
     model2 = _model("resnet")
     apply_sparsity(model2, 0.5, UnstructuredConfig(global_pruning=False))
     make_permanent(model2)
-    assert all(abs(v - 0.5) < 0.02 for k, v in layer_sparsity(model2, include_linear=False).items())
+    assert all(0.5 <= v < 0.52 for k, v in layer_sparsity(model2, include_linear=False).items())
 
 
 def test_gradual_schedule_and_zip_size():
