@@ -2,6 +2,7 @@
 
 import torch
 
+from drivecompress.data.transforms import deploy_input
 from drivecompress.pipeline.registry import Context, State
 from drivecompress.pipeline.steps import FinetuneStep
 from drivecompress.pipeline.tuning import tune
@@ -21,7 +22,7 @@ def test_finetune_with_distill_follows_the_teacher(tmp_path, splits):
         teacher.classifier.bias.zero_()
         teacher.classifier.bias[5] = 10.0
     ctx = Context(splits, teacher, tmp_path, torch.device("cpu"), seed=0)
-    x = torch.as_tensor(splits.val.head(128).x).permute(0, 3, 1, 2).float() / 255
+    x = torch.as_tensor(deploy_input(splits.val.head(128).x))
     shares = {}
     for distill in (False, True):
         state = State(module=tiny_model("resnet"))
