@@ -1,5 +1,7 @@
 """Write MODEL_CARD.md for a checkpoint: how it was trained and what it measures, all measured now.
 
+A hand-written "## Known shortfalls" section already in the card is kept, below the measured part.
+
     .venv/bin/python scripts/write_model_card.py baseline
 """
 
@@ -15,6 +17,8 @@ from drivecompress.evaluate.latency import SpeedConfig
 from drivecompress.evaluate.loading import load_model_arg
 from drivecompress.evaluate.measure import bench, evaluate_predictor
 from drivecompress.train.loop import evaluate_accuracy
+
+HAND_WRITTEN = "## Known shortfalls"
 
 
 def main(arg: str) -> int:
@@ -85,7 +89,11 @@ def main(arg: str) -> int:
         "",
     ]
     out = model.source / "MODEL_CARD.md"
-    out.write_text("\n".join(lines))
+    text = "\n".join(lines)
+    # Hand-written findings (everything from HAND_WRITTEN on) survive a re-measure.
+    if out.exists() and HAND_WRITTEN in (old := out.read_text()):
+        text += "\n" + old[old.index(HAND_WRITTEN):]
+    out.write_text(text)
     (model.source / "measurements.json").write_text(json.dumps({"eval": m, "val_accuracy": val_acc,
                                                                  "bench": speed}, indent=2))
     print(out)
