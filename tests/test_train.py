@@ -1,8 +1,19 @@
+import itertools
+
 import numpy as np
 import torch
 
+import drivecompress.train.loop as loop
 from drivecompress.models import build_model, default_spec
-from drivecompress.train.loop import TrainConfig, _lr_factor, epoch_order, evaluate_accuracy, fit
+from drivecompress.train.loop import (
+    TrainConfig,
+    _lr_factor,
+    epoch_order,
+    evaluate_accuracy,
+    fit,
+    learning_rate,
+    recompute_bn_stats,
+)
 
 QUICK = TrainConfig(epochs=3, batch_size=64, lr=0.05, optimizer="sgd", amp="off", channels_last=False, seed=0)
 
@@ -67,3 +78,48 @@ def test_class_balance_oversamples_rare_classes():
     # expected share of class 1: 100*100^-.5 / (900*900^-.5 + 100*100^-.5) = 0.25; fully balanced 0.5
     assert 200 < half[1] < 300
     assert 440 < full[1] < 560
+
+
+def test_swa_schedule_decays_to_swa_lr_then_holds_it():
+    plain = TrainConfig(epochs=10, lr=0.1)
+    swa = TrainConfig(epochs=10, lr=0.1, swa_epochs=4, swa_lr=0.02)
+    assert learning_rate(plain, 0, 100) == 0.1 * _lr_factor(plain, 0.0)  # SWA off: schedule unchanged
+    assert np.isclose(learning_rate(plain, 999, 100), 0.1 * _lr_factor(plain, 0.999))
+    main = 600  # 6 of 10 epochs at 100 steps run the one-cycle schedule
+    assert np.isclose(learning_rate(swa, int(main * swa.warmup_frac), 100), 0.1)
+    lrs = [learning_rate(swa, s, 100) for s in range(int(main * swa.warmup_frac), 1000)]
+    assert all(a >= b - 1e-12 for a, b in itertools.pairwise(lrs))  # never rises after warm-up
+    assert min(lrs) >= 0.02 - 1e-12 and np.isclose(learning_rate(swa, main - 1, 100), 0.02, atol=1e-6)
+    assert all(learning_rate(swa, s, 100) == 0.02 for s in range(main, 1000))
+
+
+def test_recompute_bn_stats_is_the_exact_mean_over_the_batches():
+    bn = torch.nn.BatchNorm1d(3, momentum=0.1)
+    batches = [torch.randn(8, 3) + 5.0, torch.randn(8, 3) - 1.0]
+    recompute_bn_stats(bn, batches)
+    assert torch.allclose(bn.running_mean, torch.cat(batches).mean(0), atol=1e-5)
+    assert bn.momentum == 0.1 and bn.training  # settings restored
+
+
+def test_swa_ships_the_average_of_the_last_epochs(splits, monkeypatch):
+    """With swa_epochs=2 of 3 the weights left in the model are the mean of the weights at the end of
+    epochs 2 and 3 (snapshotted where the loop validates), and the reported accuracy is the average's."""
+    train = splits.train.head(256, seed=0)
+    val = splits.val.head(64, seed=0)
+    snapshots = []
+    original = loop.evaluate_accuracy
+
+    def spy(model, *args, **kwargs):
+        snapshots.append({k: v.detach().clone() for k, v in model.named_parameters()})
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate_accuracy", spy)
+    cfg = TrainConfig(epochs=3, batch_size=64, amp="off", channels_last=False, swa_epochs=2, swa_lr=0.02)
+    model = _tiny_resnet()
+    result = fit(model, train, val, cfg, torch.device("cpu"))
+    assert len(snapshots) == 4  # three epochs plus the averaged model
+    for name, p in model.named_parameters():
+        assert torch.allclose(p, (snapshots[1][name] + snapshots[2][name]) / 2, atol=1e-6), name
+        assert not torch.allclose(p, snapshots[2][name])
+    assert result.best_epoch == 3 and result.history[-1]["swa_models"] == 2
+    assert result.best_val_accuracy == original(model, val, torch.device("cpu"))

@@ -30,6 +30,10 @@ def _args(p: argparse.ArgumentParser) -> None:
                         "(0 = natural frequencies, 1 = all classes equally often; default 0)")
     p.add_argument("--scale-min", type=float, default=0.55,
                    help="smallest random shrink of a sign (default 0.55; smaller trains on more distant signs)")
+    p.add_argument("--swa-epochs", type=int, default=0,
+                   help="stochastic weight averaging: hold the lr at --swa-lr for the last N epochs and ship the "
+                        "average of their weights (BatchNorm statistics recomputed; default 0 = off)")
+    p.add_argument("--swa-lr", type=float, default=0.03, help="constant lr of the SWA epochs (default 0.03)")
     p.add_argument("--no-augment", action="store_true", help="disable augmentation")
     p.add_argument("--norm", choices=["per-image", "dataset"], default="per-image",
                    help="input normalization inside the model (default per-image contrast normalization)")
@@ -55,13 +59,16 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
         raise BadInputError(f"--scale-min must be in (0, 1.1], got {a.scale_min}")
     if not 0 <= a.class_balance <= 1:
         raise BadInputError(f"--class-balance must be in [0, 1], got {a.class_balance}")
+    if not 0 <= a.swa_epochs < a.epochs or a.swa_lr <= 0:
+        raise BadInputError(f"--swa-epochs must be in [0, --epochs) and --swa-lr positive, got "
+                            f"{a.swa_epochs} and {a.swa_lr}")
     if not 0 < a.val_fraction < 1:
         raise BadInputError(f"--val-fraction must be in (0, 1), got {a.val_fraction}")
     cfg = TrainConfig(
         epochs=a.epochs, batch_size=a.batch_size, optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay,
         schedule=a.schedule, label_smoothing=a.label_smoothing, augment=not a.no_augment, amp=a.amp,
         seed=a.seed, max_batches_per_epoch=a.max_batches, class_balance=a.class_balance,
-        augment_cfg=AugmentConfig(scale_min=a.scale_min),
+        augment_cfg=AugmentConfig(scale_min=a.scale_min), swa_epochs=a.swa_epochs, swa_lr=a.swa_lr,
     )
     job = TrainJob(out=a.out, arch=a.arch, width=a.width, per_image_norm=a.norm == "per-image", data=a.data,
                    device=a.device, val_fraction=a.val_fraction, subset=a.subset, overwrite=a.overwrite,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -45,6 +45,9 @@ class TrainConfig:
     eval_batch_size: int = 512
     max_batches_per_epoch: int | None = None
     class_balance: float = 0.0
+    swa_epochs: int = 0
+    swa_lr: float = 0.03
+
 
 
 @dataclass
@@ -109,6 +112,43 @@ def _lr_factor(cfg: TrainConfig, progress: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
+def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The lr at ``step``. Without SWA: the schedule over all epochs. With ``swa_epochs`` N: the schedule
+    runs over the first epochs and decays to ``swa_lr`` instead of 0, then the lr stays at ``swa_lr`` for the
+    last N epochs, whose weights are averaged (Izmailov et al. 2018, "Averaging Weights Leads to Wider Optima")."""
+    main_steps = steps_per_epoch * (cfg.epochs - cfg.swa_epochs)
+    if cfg.swa_epochs <= 0:
+        return cfg.lr * _lr_factor(cfg, step / max(1, main_steps))
+    if step >= main_steps:
+        return cfg.swa_lr
+    progress = step / max(1, main_steps)
+    factor = _lr_factor(cfg, progress)
+    if cfg.schedule == "onecycle" and progress < cfg.warmup_frac:
+        return cfg.lr * factor
+    return cfg.swa_lr + (cfg.lr - cfg.swa_lr) * factor
+
+
+@torch.no_grad()
+def recompute_bn_stats(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Re-estimate BatchNorm running statistics as an exact average over ``batches`` (fp32, train mode).
+
+    Averaged weights never produced the running statistics stored with them, so SWA needs this pass."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = {bn: bn.momentum for bn in bns}
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average = exact mean over the pass
+    was_training = model.training
+    model.train()
+    for x in batches:
+        model(x)
+    for bn, momentum in saved.items():
+        bn.momentum = momentum
+    model.train(was_training)
+
+
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, data: LabeledImages, device: torch.device, batch_size: int = 512) -> float:
     """Top-1 accuracy of a module on a labelled set (eval mode, fp32)."""
@@ -119,6 +159,20 @@ def evaluate_accuracy(model: nn.Module, data: LabeledImages, device: torch.devic
         correct += int((model(x).argmax(1) == y).sum())
     model.train(was_training)
     return correct / max(1, len(data))
+
+
+def _train_batches(x_all: torch.Tensor, s_all: torch.Tensor, steps: int, cfg: TrainConfig,
+                   device: torch.device, gen: torch.Generator, rng: np.random.Generator) -> Iterator[torch.Tensor]:
+    """One epoch of training inputs, augmented as in training (for the BatchNorm re-estimation pass)."""
+    perm = torch.as_tensor(rng.permutation(len(x_all)))
+    for b in range(steps):
+        idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        if len(idx) == 0:
+            break
+        x = to_tensor_batch(x_all[idx], device)
+        if cfg.augment:
+            x = augment_batch(x, s_all[idx], cfg.augment_cfg, gen)
+        yield x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
 def fit(
@@ -134,6 +188,9 @@ def fit(
     """Train ``model`` in place and leave it holding its best-on-validation weights.
 
     ``on_best`` is called whenever validation accuracy improves (used to checkpoint to disk atomically).
+    With ``cfg.swa_epochs`` > 0 the model left behind is instead the average of the weights at the end of
+    each of the last ``swa_epochs`` epochs, with BatchNorm statistics recomputed on the training images; the
+    result reports its validation accuracy as ``best_val_accuracy`` and ``best_epoch`` = ``cfg.epochs``.
     """
     seed_everything(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -146,12 +203,12 @@ def fit(
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     if cfg.max_batches_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_batches_per_epoch)
-    total_steps = steps_per_epoch * cfg.epochs
     amp = _amp_enabled(cfg, device)
     x_all = torch.as_tensor(train.x)  # uint8 NHWC, stays on CPU; batches are moved as needed
     y_all = torch.as_tensor(train.y)
     s_all = torch.as_tensor(train.sizes)
     best_acc, best_epoch, best_state, history = -1.0, -1, None, []
+    swa: torch.optim.swa_utils.AveragedModel | None = None
     start = time.perf_counter()
     step = 0
     with TrainProgress(description, cfg.epochs, steps_per_epoch) as bar:
@@ -168,7 +225,7 @@ def fit(
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 for g in opt.param_groups:
-                    g["lr"] = cfg.lr * _lr_factor(cfg, step / max(1, total_steps))
+                    g["lr"] = learning_rate(cfg, step, steps_per_epoch)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     logits = model(x)
                     loss = loss_fn(logits.float(), y, x)
@@ -185,12 +242,21 @@ def fit(
                    "val_acc": val_acc, "lr": opt.param_groups[0]["lr"]}
             history.append(rec)
             bar.end_epoch(val_acc)
+            if cfg.swa_epochs > 0 and epoch >= cfg.epochs - cfg.swa_epochs:
+                if swa is None:
+                    swa = torch.optim.swa_utils.AveragedModel(model)
+                swa.update_parameters(model)
             if val_acc > best_acc:
                 best_acc, best_epoch = val_acc, epoch + 1
                 best_state = copy.deepcopy(model.state_dict())
                 if on_best is not None:
                     on_best(model, rec)
-    if best_state is not None:
+    if swa is not None:
+        model.load_state_dict(swa.module.state_dict())
+        recompute_bn_stats(model, _train_batches(x_all, s_all, steps_per_epoch, cfg, device, gen, rng))
+        best_acc, best_epoch = evaluate_accuracy(model, val, device, cfg.eval_batch_size), cfg.epochs
+        history.append({"epoch": cfg.epochs, "swa_models": int(swa.n_averaged), "val_acc": best_acc})
+    elif best_state is not None:
         model.load_state_dict(best_state)
     model.to(memory_format=torch.contiguous_format).eval()
     return TrainResult(best_acc, best_epoch, history, time.perf_counter() - start)
