@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 from pathlib import Path
 
 import torch
+from _common import print_table, save_results
 from rich.console import Console
-from rich.table import Table
 
 from drivecompress.data.dataset import make_splits
 from drivecompress.data.gtsrb import load_gtsrb
 from drivecompress.evaluate.complexity import count_macs
 from drivecompress.evaluate.loading import load_model_arg
-from drivecompress.evaluate.machine import machine_info
 from drivecompress.models import build_model, default_spec
 from drivecompress.pipeline.registry import Context
 from drivecompress.pipeline.steps_distill import DistillStep, distill_into
@@ -56,15 +54,12 @@ def main() -> int:
         rows.append({"name": name, "macs": count_macs(student), "val_accuracy": res.best_val_accuracy,
                      "accuracy": evaluate_accuracy(student.cpu().eval(), splits.test, dev)})
         Console(stderr=True).print(f"{name}: test {rows[-1]['accuracy']:.4f}")
-    t = Table(title=f"distillation ablation: {a.arch} x{a.width} student, {a.epochs} epochs, seed 0")
-    for c in ("model", "MACs", "MACs vs teacher", "test accuracy", "Δ vs teacher"):
-        t.add_column(c, justify="right")
-    for r in rows:
-        t.add_row(r["name"], f"{r['macs'] / 1e6:.1f}M", f"{r['macs'] / rows[0]['macs']:.2f}",
-                  f"{100 * r['accuracy']:.2f}%", f"{100 * (r['accuracy'] - rows[0]['accuracy']):+.2f}")
-    Console(width=120).print(t)
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "results.json").write_text(json.dumps({"rows": rows, "machine": machine_info()}, indent=2))
+    b = rows[0]
+    print_table(f"distillation ablation: {a.arch} x{a.width} student, {a.epochs} epochs, seed 0",
+                ("model", "MACs", "MACs vs teacher", "test accuracy", "Δ vs teacher"),
+                [(r["name"], f"{r['macs'] / 1e6:.1f}M", f"{r['macs'] / b['macs']:.2f}", f"{100 * r['accuracy']:.2f}%",
+                  f"{100 * (r['accuracy'] - b['accuracy']):+.2f}") for r in rows], width=120)
+    save_results(a.out, rows)
     return 0
 
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from _common import print_table, save_results
 from rich.console import Console
-from rich.table import Table
 
 from drivecompress.data.dataset import make_splits
 from drivecompress.data.gtsrb import load_gtsrb
@@ -30,7 +29,6 @@ from drivecompress.data.transforms import deploy_input
 from drivecompress.evaluate.complexity import count_macs, count_params
 from drivecompress.evaluate.latency import SpeedConfig, measure_speed
 from drivecompress.evaluate.loading import load_model_arg
-from drivecompress.evaluate.machine import machine_info
 from drivecompress.export.onnx import export_onnx
 from drivecompress.prune.structured import StructuredConfig, prune_structured
 from drivecompress.train.loop import TrainConfig, evaluate_accuracy, fit
@@ -81,19 +79,15 @@ def main() -> int:
                 TrainConfig(epochs=a.finetune_epochs, lr=0.01, schedule="cosine", warmup_frac=0.0), dev)
         measure(imp, m.cpu().eval(), r, after, rt)
     b = rows[0]
-    t = Table(title=f"structured pruning ({len(test)} test images, fine-tune {a.finetune_epochs} epochs)")
-    for c in ("importance", "ratio", "round_to", "widths", "MACs", "params", "acc pruned", "acc final", "p50 ms",
-              "speed-up"):
-        t.add_column(c, justify="right")
-    for r in rows:
-        t.add_row(r["name"], f"{r['ratio']:.2f}", str(r["round_to"] or "-"), r["widths"],
-                  f"{r['macs'] / 1e6:.1f}M", f"{r['params'] / 1e3:.0f}k",
+    print_table(f"structured pruning ({len(test)} test images, fine-tune {a.finetune_epochs} epochs)",
+                ("importance", "ratio", "round_to", "widths", "MACs", "params", "acc pruned", "acc final",
+                 "p50 ms", "speed-up"),
+                [(r["name"], f"{r['ratio']:.2f}", str(r["round_to"] or "-"), r["widths"], f"{r['macs'] / 1e6:.1f}M",
+                  f"{r['params'] / 1e3:.0f}k",
                   "-" if r["acc_after_prune"] is None else f"{100 * r['acc_after_prune']:.2f}%",
                   f"{100 * r['accuracy']:.2f}%", f"{r['latency_ms_p50']:.3f}",
-                  f"{b['latency_ms_p50'] / r['latency_ms_p50']:.2f}x")
-    Console(width=140).print(t)
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "results.json").write_text(json.dumps({"rows": rows, "machine": machine_info()}, indent=2))
+                  f"{b['latency_ms_p50'] / r['latency_ms_p50']:.2f}x") for r in rows])
+    save_results(a.out, rows)
     return 0
 
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
+from _common import print_table, save_results
 from rich.console import Console
-from rich.table import Table
 
 from drivecompress.data.dataset import make_splits
 from drivecompress.data.gtsrb import load_gtsrb
@@ -23,7 +22,6 @@ from drivecompress.data.transforms import deploy_input
 from drivecompress.evaluate.compare import measure_onnx
 from drivecompress.evaluate.latency import SpeedConfig
 from drivecompress.evaluate.loading import load_model_arg
-from drivecompress.evaluate.machine import machine_info
 from drivecompress.export.onnx import export_onnx
 from drivecompress.quant.ptq import PTQConfig, quantize_ptq
 from drivecompress.quant.qat import QAT_DEFAULTS, export_qat, qat_finetune
@@ -80,19 +78,16 @@ def main() -> int:
         err.print(f"measuring {name} ...")
         m = measure_onnx(path, test, speed)
         rows.append({"name": name, **{k: v for k, v in m.items() if k not in ("per_class_recall",)}})
-    machine = machine_info()
-    table = Table(title=f"int8 on ONNX Runtime vs fp32 ({len(test)} test images)")
-    for col in ("model", "accuracy", "Δ pts", "min safety recall", "size KB", "p50 ms", "p99 ms", "speed-up",
-                "img/s"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(r["name"], f"{100 * r['accuracy']:.2f}%", f"{100 * (r['accuracy'] - rows[0]['accuracy']):+.2f}",
-                      f"{r['min_safety_critical_recall']:.3f}", f"{r['size_bytes'] / 1024:.0f}",
-                      f"{r['latency_ms_p50']:.3f}", f"{r['latency_ms_p99']:.3f}",
-                      f"{rows[0]['latency_ms_p50'] / r['latency_ms_p50']:.2f}x", f"{r['throughput_ips']:.0f}")
-    Console(width=140).print(table)
+    b = rows[0]
+    print_table(f"int8 on ONNX Runtime vs fp32 ({len(test)} test images)",
+                ("model", "accuracy", "Δ pts", "min safety recall", "size KB", "p50 ms", "p99 ms", "speed-up",
+                 "img/s"),
+                [(r["name"], f"{100 * r['accuracy']:.2f}%", f"{100 * (r['accuracy'] - b['accuracy']):+.2f}",
+                  f"{r['min_safety_critical_recall']:.3f}", f"{r['size_bytes'] / 1024:.0f}",
+                  f"{r['latency_ms_p50']:.3f}", f"{r['latency_ms_p99']:.3f}",
+                  f"{b['latency_ms_p50'] / r['latency_ms_p50']:.2f}x", f"{r['throughput_ips']:.0f}") for r in rows])
+    machine = save_results(a.out, rows)
     Console().print(f"machine: {machine['cpu']} | flags: {' '.join(machine['cpu_flags'])}")
-    (a.out / "results.json").write_text(json.dumps({"rows": rows, "machine": machine}, indent=2))
     (a.out / "results.md").write_text(markdown(rows, machine) + "\n")
     return 0
 

@@ -43,8 +43,10 @@ def main(arg: str) -> int:
         f"- Command: `{tr.get('command')}`",
         f"- Seed: {cfg.get('seed')}; epochs: {cfg.get('epochs')}; optimizer: {cfg.get('optimizer')} "
         f"(peak lr {cfg.get('lr')}, {cfg.get('schedule')}, weight decay {cfg.get('weight_decay')}, label smoothing "
-        f"{cfg.get('label_smoothing')}, bf16 autocast: {cfg.get('amp')}); best epoch on validation: "
-        f"{meta['metrics'].get('best_epoch')}",
+        f"{cfg.get('label_smoothing')}, bf16 autocast: {cfg.get('amp')}); "
+        + (f"weights: stochastic weight averaging of the last {cfg['swa_epochs']} epochs at constant lr "
+           f"{cfg.get('swa_lr')} (BatchNorm statistics recomputed on augmented training images)"
+           if cfg.get("swa_epochs") else f"best epoch on validation: {meta['metrics'].get('best_epoch')}"),
         f"- Wall time of training: {tr.get('seconds', 0) / 60:.1f} min on {speed['machine']['cpu']} "
         f"({speed['machine']['cores']} cores), torch {tr.get('torch')}",
         "- Data: track-aware split of the training set (10% of the physical signs held out for validation), "
