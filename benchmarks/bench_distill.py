@@ -7,7 +7,6 @@ cross-entropy vs soft-target KD vs KD + feature transfer, from the same teacher.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 
@@ -15,13 +14,11 @@ import torch
 from _common import print_table, save_results
 from rich.console import Console
 
-from drivecompress.data.dataset import make_splits
-from drivecompress.data.gtsrb import load_gtsrb
+from drivecompress.data.api import Data
+from drivecompress.distill.student import StudentConfig, distill, student_spec
 from drivecompress.evaluate.complexity import count_macs
 from drivecompress.evaluate.loading import load_model_arg
-from drivecompress.models import build_model, default_spec
-from drivecompress.pipeline.registry import Context
-from drivecompress.pipeline.steps_distill import DistillStep, distill_into
+from drivecompress.models import build_model
 from drivecompress.train.loop import evaluate_accuracy
 from drivecompress.utils.device import select_device
 
@@ -38,20 +35,19 @@ def main() -> int:
     a = ap.parse_args()
     dev = select_device(None)
     teacher = load_model_arg(a.teacher).module
-    splits = make_splits(load_gtsrb())
-    ctx = Context(splits, teacher, a.out, dev, seed=0)
-    spec = default_spec(a.arch, a.width)
-    spec["input_norm"] = copy.deepcopy(teacher.spec()["input_norm"])
-    rows = [{"name": "teacher", "macs": count_macs(teacher),
+    data = Data.from_npz()
+    splits = data.splits
+    spec = student_spec(StudentConfig(arch=a.arch, width=a.width), teacher, data)
+    rows = [{"name": "teacher", "macs": count_macs(teacher, data.input_shape),
              "accuracy": evaluate_accuracy(teacher, splits.test, dev)}]
     variants = {"cross-entropy": {"mode": "none"}, "soft KD": {"mode": "soft"},
                 "soft KD + features": {"mode": "soft", "feature_pairs": [tuple(a.feature_pair)]}}
     for name, kw in variants.items():
         torch.manual_seed(0)
         student = build_model(spec)
-        cfg = DistillStep(arch=a.arch, width=a.width, epochs=a.epochs, train_subset=a.train_subset, **kw)
-        student, res = distill_into(student, teacher, cfg, ctx)
-        rows.append({"name": name, "macs": count_macs(student), "val_accuracy": res.best_val_accuracy,
+        cfg = StudentConfig(arch=a.arch, width=a.width, epochs=a.epochs, train_subset=a.train_subset, **kw)
+        res = distill(student, teacher, data, cfg, device=dev)
+        rows.append({"name": name, "macs": count_macs(student, data.input_shape), "val_accuracy": res.best_val_accuracy,
                      "accuracy": evaluate_accuracy(student.cpu().eval(), splits.test, dev)})
         Console(stderr=True).print(f"{name}: test {rows[-1]['accuracy']:.4f}")
     b = rows[0]

@@ -23,14 +23,13 @@ import torch
 from _common import print_table, save_results
 from rich.console import Console
 
-from drivecompress.data.dataset import make_splits
-from drivecompress.data.gtsrb import load_gtsrb
+from drivecompress.data.api import Data
 from drivecompress.data.transforms import deploy_input
 from drivecompress.evaluate.complexity import count_macs, count_params
 from drivecompress.evaluate.latency import SpeedConfig, measure_speed
 from drivecompress.evaluate.loading import load_model_arg
 from drivecompress.export.onnx import export_onnx
-from drivecompress.prune.structured import StructuredConfig, prune_structured
+from drivecompress.prune.structured import PruneConfig, prune_structured
 from drivecompress.train.loop import TrainConfig, evaluate_accuracy, fit
 from drivecompress.utils.device import select_device
 
@@ -49,7 +48,8 @@ def main() -> int:
     a = ap.parse_args()
     dev = select_device(None)
     base = load_model_arg(a.model).module
-    splits = make_splits(load_gtsrb())
+    data = Data.from_npz()
+    splits, shape = data.splits, data.input_shape
     test = splits.test.head(a.subset)
     check = deploy_input(test.x[:32])
     speed = SpeedConfig(runs=a.runs, warmup=50, throughput_seconds=1.0)
@@ -59,11 +59,11 @@ def main() -> int:
                 round_to: int | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = export_onnx(model, Path(tmp) / "m.onnx", check).path
-            s = measure_speed(path, speed)
+            s = measure_speed(path, speed, shape)
         sp = model.spec()
         widths = "/".join(str(w) for w in [sp.get("stem", "")] + [st["out"] for st in sp.get("stages", [])])
         rows.append({"name": name, "ratio": ratio, "round_to": round_to, "widths": widths,
-                     "macs": count_macs(model), "params": count_params(model),
+                     "macs": count_macs(model, shape), "params": count_params(model),
                      "acc_after_prune": after_prune, "accuracy": evaluate_accuracy(model, test, dev), **s})
         Console(stderr=True).print(f"{name} r={ratio} round_to={round_to} {widths}: {rows[-1]['accuracy']:.4f}")
 
@@ -72,7 +72,8 @@ def main() -> int:
     runs += [("l2", r, rt) for rt in a.round_to[1:] for r in a.ratios]
     for imp, r, rt in runs:
         m = copy.deepcopy(base)
-        prune_structured(m, StructuredConfig(ratio=r, importance=imp, round_to=rt), splits.train.head(256))
+        prune_structured(m, PruneConfig(ratio=r, importance=imp, round_to=rt), data.example_input(),
+                         splits.train.head(256))
         after = evaluate_accuracy(m, test, dev)
         if a.finetune_epochs:
             fit(m, splits.train.head(a.train_subset), splits.val,

@@ -9,22 +9,20 @@ throughput with all threads, and ratios against fp32) and writes it as JSON and 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 from _common import print_table, save_results
 from rich.console import Console
 
-from drivecompress.data.dataset import make_splits
-from drivecompress.data.gtsrb import load_gtsrb
+from drivecompress.data.api import Data
 from drivecompress.data.transforms import deploy_input
 from drivecompress.evaluate.compare import measure_onnx
 from drivecompress.evaluate.latency import SpeedConfig
 from drivecompress.evaluate.loading import load_model_arg
 from drivecompress.export.onnx import export_onnx
 from drivecompress.quant.ptq import PTQConfig, quantize_ptq
-from drivecompress.quant.qat import QAT_DEFAULTS, export_qat, qat_finetune
+from drivecompress.quant.qat import QATConfig, export_qat, qat_finetune
 from drivecompress.utils.device import select_device
 
 
@@ -50,14 +48,14 @@ def main() -> int:
     ap.add_argument("--data")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_quant"))
     ap.add_argument("--subset", type=int, help="test images (default: all 12,630)")
-    ap.add_argument("--qat-epochs", type=int, default=QAT_DEFAULTS.epochs, help="0 skips QAT")
+    ap.add_argument("--qat-epochs", type=int, default=QATConfig().epochs, help="0 skips QAT")
     ap.add_argument("--calibration-images", type=int, default=512)
     ap.add_argument("--runs", type=int, default=1000)
     a = ap.parse_args()
     err = Console(stderr=True)
     loaded = load_model_arg(a.model)
-    data = load_gtsrb(a.data)
-    splits = make_splits(data)
+    data = Data.from_npz(a.data)
+    splits = data.splits
     test = splits.test.head(a.subset)
     calib = deploy_input(splits.train.head(a.calibration_images).x)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -68,7 +66,7 @@ def main() -> int:
         cfg = PTQConfig(calibration=method, calibration_images=a.calibration_images)
         models[f"ptq-{method}"] = quantize_ptq(fp32.path, a.out / f"ptq-{method}.onnx", calib, cfg).path
     if a.qat_epochs > 0:
-        cfg = dataclasses.replace(QAT_DEFAULTS, epochs=a.qat_epochs)
+        cfg = QATConfig(epochs=a.qat_epochs).train_config()
         q, _res = qat_finetune(loaded.module, splits.train, splits.val, cfg, select_device(None))
         export_qat(q, a.out / "qat.onnx", deploy_input(test.x[:64]))
         models["qat"] = a.out / "qat.onnx"
@@ -76,8 +74,8 @@ def main() -> int:
     rows = []
     for name, path in models.items():
         err.print(f"measuring {name} ...")
-        m = measure_onnx(path, test, speed)
-        rows.append({"name": name, **{k: v for k, v in m.items() if k not in ("per_class_recall",)}})
+        m = measure_onnx(path, test, speed, data.safety_critical, data.num_classes)
+        rows.append({"name": name, **{k: v for k, v in m.items() if k not in ("per_class_recall", "predictions")}})
     b = rows[0]
     print_table(f"int8 on ONNX Runtime vs fp32 ({len(test)} test images)",
                 ("model", "accuracy", "Δ pts", "min safety recall", "size KB", "p50 ms", "p99 ms", "speed-up",

@@ -27,7 +27,7 @@ def main(arg: str) -> int:
     tr = meta.get("training", {})
     data = load_gtsrb()
     test = LabeledImages.of(data.x_test, data.y_test)
-    m = evaluate_predictor(model.predictor(), test)
+    m = evaluate_predictor(model.predictor(), test, safety_critical=SAFETY_CRITICAL, num_classes=len(CLASS_NAMES))
     val_acc = evaluate_accuracy(model.module, make_splits(data, seed=tr.get("config", {}).get("seed", 0)).val, "cpu")
     speed = bench(model, test.head(64), SpeedConfig(runs=1000, warmup=100))
     cfg = tr.get("config", {})

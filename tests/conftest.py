@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from drivecompress.data.api import Data
+from drivecompress.data.classes import CLASS_NAMES, SAFETY_CRITICAL
 from drivecompress.data.dataset import LabeledImages, make_splits
 from drivecompress.data.gtsrb import GTSRB, load_gtsrb, resolve_data_path
 from drivecompress.models import build_model, default_spec
@@ -27,6 +29,23 @@ def gtsrb() -> GTSRB:
 @pytest.fixture(scope="session")
 def splits(gtsrb):
     return make_splits(gtsrb, val_fraction=0.1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def data(gtsrb) -> Data:
+    """The whole data set as the public ``Data`` (class names and safety set from the npz's GTSRB classes)."""
+    return Data.from_arrays(gtsrb.x_train, gtsrb.y_train, gtsrb.x_test, gtsrb.y_test, class_names=CLASS_NAMES,
+                            safety_critical=SAFETY_CRITICAL, groups=gtsrb.track_train)
+
+
+@pytest.fixture(scope="session")
+def mini_data(gtsrb) -> Data:
+    """A small ``Data`` (8,000 random training images, split by track; 600 test images) for techniques that
+    train."""
+    idx = np.sort(np.random.default_rng(0).choice(len(gtsrb.y_train), 8000, replace=False))
+    te = np.random.default_rng(1).choice(len(gtsrb.y_test), 600, replace=False)
+    return Data.from_arrays(gtsrb.x_train[idx], gtsrb.y_train[idx], gtsrb.x_test[te], gtsrb.y_test[te],
+                            class_names=CLASS_NAMES, safety_critical=SAFETY_CRITICAL, groups=gtsrb.track_train[idx])
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +92,20 @@ def write_npz(path: Path, **overrides) -> Path:
             arrays[k] = v
     np.savez(path, **arrays)
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_nets(mini_data) -> dict[str, torch.nn.Module]:
+    """The three non-zoo networks of tests/nets.py, trained briefly on ``mini_data`` so that their predictions
+    mean something (quantization and distillation are judged on agreement of predictions)."""
+    from drivecompress.train.loop import TrainConfig, fit
+
+    from .nets import NETS, make_net
+
+    out = {}
+    for name in NETS:
+        net = make_net(name)
+        fit(net, mini_data.train, mini_data.val.head(300), TrainConfig(epochs=5, lr=0.1, batch_size=64, augment=False,
+            channels_last=False, amp="off", warmup_frac=0.1), torch.device("cpu"), description=f"fixture {name}")
+        out[name] = net.eval()
+    return out

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from drivecompress.data.classes import SAFETY_CRITICAL
 from drivecompress.evaluate.accuracy import (
     accuracy,
     accuracy_by_size,
@@ -60,7 +61,7 @@ def test_classification_metrics_keys_and_safety_minimum():
     labels = np.repeat(np.arange(43), 2)
     logits = np.eye(43)[labels] * 10
     logits[0] = np.eye(43)[5] * 10  # one "speed limit 20" misread as "speed limit 80"
-    m = classification_metrics(logits, labels, np.full(86, 25))
+    m = classification_metrics(logits, labels, np.full(86, 25), SAFETY_CRITICAL)
     assert m["accuracy"] == pytest.approx(85 / 86)
     assert len(m["per_class_recall"]) == 43 and m["per_class_recall"][0] == 0.5
     assert m["min_safety_critical_recall"] == 0.5

@@ -15,7 +15,7 @@ def test_macs_of_a_hand_computable_model():
     spec = {"arch": "vgg", "features": [8], "num_classes": 43}
     model = build_model(spec)
     # conv 3->8, 3x3 at 32x32: 32*32*8*3*9 MACs, plus the linear layer 8*43 (norm/BN/pool are not MACs)
-    assert count_macs(model) == 32 * 32 * 8 * 27 + 8 * 43
+    assert count_macs(model, (3, 32, 32)) == 32 * 32 * 8 * 27 + 8 * 43
     assert count_params(model) == 8 * 27 + 2 * 8 + 8 * 43 + 43
 
 
@@ -23,7 +23,7 @@ def test_speed_keys_for_torch_and_onnx(tmp_path):
     model = tiny_model("vgg")
     path = export_onnx(model, tmp_path / "v.onnx", random_images(4)).path
     for target in (model, path):
-        s = measure_speed(target, QUICK)
+        s = measure_speed(target, QUICK, (3, 32, 32))
         assert set(s) == {"latency_ms_p50", "latency_ms_p99", "throughput_ips"}
         assert 0 < s["latency_ms_p50"] <= s["latency_ms_p99"] and s["throughput_ips"] > 0
     assert size_on_disk(path) == path.stat().st_size

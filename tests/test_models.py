@@ -30,7 +30,7 @@ def test_spec_round_trip_identical_outputs(arch, tmp_path):
     model = tiny_model(arch)
     spec = spec_of(model)
     json.dumps(spec)  # JSON-able
-    save_checkpoint(tmp_path / "ckpt", model, {"metrics": {"val_accuracy": 0.5}})
+    save_checkpoint(tmp_path / "ckpt", model, {"metrics": {"val_accuracy": 0.5}, "class_names": ["a"] * 43})
     loaded, meta = load_checkpoint(tmp_path / "ckpt")
     x = torch.as_tensor(random_images(4))
     with torch.no_grad():

@@ -1,3 +1,62 @@
-"""drivecompress: make driving perception models small and fast, and prove it on the real runtime."""
+"""drivecompress: make driving perception models small and fast, and prove it on the real runtime.
 
-__version__ = "0.1.0"
+The public API. Every technique is a function on any ``nn.Module`` (or, for graph-only steps, an ONNX file)
+with its own typed config; the same config is the recipe step's, so the API, the recipes and the CLI run
+the same code. Importing this package registers every recipe step.
+
+    import drivecompress as dc
+    data = dc.Data.from_arrays(x_train, y_train, x_test, y_test, safety_critical=[0, 1])
+    result = dc.compress(my_net, {"steps": [{"type": "prune", "ratio": 0.3}, {"type": "ptq"}]},
+                         data=data, out="runs/mine")
+    print(result.passed, result.model_path)
+"""
+
+from drivecompress.api import CompressResult, compress, load_model, save_model
+from drivecompress.core import StepConfig, register_step, step_types
+from drivecompress.data.api import Data
+from drivecompress.distill.step import DistillConfig
+from drivecompress.distill.student import StudentConfig, distill
+from drivecompress.errors import BadInputError, GateRefusedError
+from drivecompress.export.onnx import export_onnx
+from drivecompress.pipeline.gate import check_gate
+from drivecompress.pipeline.recipe import Budgets, Recipe, Targets, load_recipe
+from drivecompress.prune.structured import PruneConfig, prune
+from drivecompress.prune.unstructured import UnstructuredConfig, sparsify
+from drivecompress.quant.ptq import PTQConfig, quantize
+from drivecompress.quant.qat import QATConfig, prepare_qat, qat
+from drivecompress.train.finetune import FinetuneConfig, finetune
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "BadInputError",
+    "Budgets",
+    "CompressResult",
+    "Data",
+    "DistillConfig",
+    "FinetuneConfig",
+    "GateRefusedError",
+    "PTQConfig",
+    "PruneConfig",
+    "QATConfig",
+    "Recipe",
+    "StepConfig",
+    "StudentConfig",
+    "Targets",
+    "UnstructuredConfig",
+    "check_gate",
+    "compress",
+    "distill",
+    "export_onnx",
+    "finetune",
+    "load_model",
+    "load_recipe",
+    "prepare_qat",
+    "prune",
+    "qat",
+    "quantize",
+    "register_step",
+    "save_model",
+    "sparsify",
+    "step_types",
+]

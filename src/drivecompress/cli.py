@@ -97,12 +97,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except GateRefusedError as exc:
         print(f"drivecompress: gate refused: {exc}", file=sys.stderr)
+        refused = getattr(exc, "summary", None)
+        if refused is not None:
+            _emit(args, refused)
         return 3
     except KeyboardInterrupt:
         print("drivecompress: interrupted", file=sys.stderr)
         return 130
+    _emit(args, result)
+    return 0
+
+
+def _emit(args: argparse.Namespace, result: dict[str, Any]) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(result, default=str))
+        print(json.dumps(jsonable(result), default=str, allow_nan=False))
     elif result:
         _print_human(result)
-    return 0
+
+
+def jsonable(obj: Any) -> Any:
+    """JSON has no NaN: a value that is not a finite number (e.g. the recall of a class with no test image)
+    becomes null, so ``--json`` always prints valid JSON."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    return obj

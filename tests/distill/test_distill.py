@@ -72,7 +72,7 @@ def test_distillation_moves_student_toward_teacher(splits):
 
     before = agreement()
     d = Distiller(student, teacher, DistillConfig(alpha=1.0, feature_pairs=[("features.4", "blocks.1")]),
-                  torch.device("cpu"))
+                  torch.device("cpu"), x[:1])
     assert len(list(student.kd_adapters.parameters())) == 1
     fit(student, splits.train.head(1500, seed=1), splits.val.head(100),
         TrainConfig(epochs=2, batch_size=64, lr=0.05, amp="off", channels_last=False, label_smoothing=0.0),

@@ -82,7 +82,7 @@ def test_relative_corruption_error_hand_made():
 
 def test_report_structure_and_monotone_severity(trained, splits):
     cfg = RobustnessConfig(corruption_images=64, attack_images=32, corruptions=("gaussian_noise", "night"),
-                           epsilons=(2, 8), pgd_steps=3)
+                           epsilons=(2, 8), pgd_steps=3, safety_critical=tuple(SAFETY_CRITICAL))
     rep = robustness_report(TorchPredictor(trained), _five_classes(splits), cfg, trained)
     assert set(rep["corruptions"]) == {"gaussian_noise", "night"} and len(rep["corruptions"]["night"]) == 5
     assert rep["corruptions"]["night"][-1] <= rep["clean_accuracy"]

@@ -1,49 +1,131 @@
-from drivecompress.pipeline.gate import check_gate
-from drivecompress.pipeline.recipe import Budgets
+"""The paired gate, calibrated on constructed prediction vectors: one image never decides, a systematic
+loss always refuses, and the verdict names the rule and the figures."""
+
+import numpy as np
+import pytest
+
+from drivecompress.data.classes import CLASS_NAMES, SAFETY_CRITICAL
+from drivecompress.pipeline.gate import check_gate, check_targets, holm, mcnemar_one_sided, paired_bound
+from drivecompress.pipeline.recipe import Budgets, Targets
+
+SAFETY = sorted(SAFETY_CRITICAL)
+BUDGETS = Budgets(max_accuracy_drop=0.5, max_safety_recall_drop=1.0)
 
 
-def _m(acc=0.98, recall=None, lat=1.0, size=1000, **kw):
-    return {"accuracy": acc, "per_class_recall": recall or [0.98] * 43, "latency_ms_p50": lat,
+def _labels(per_class: int = 60) -> np.ndarray:
+    return np.repeat(np.arange(43), per_class)
+
+
+def _m(pred: np.ndarray, labels: np.ndarray, lat: float = 1.0, size: int = 1000, **kw) -> dict:
+    return {"accuracy": float((pred == labels).mean()), "predictions": pred.tolist(), "latency_ms_p50": lat,
             "size_bytes": size, **kw}
 
 
-def test_passes_within_budgets():
-    g = check_gate(_m(), _m(acc=0.977, lat=0.3), Budgets(max_accuracy_drop=0.5, max_safety_recall_drop=1.0,
-                                                          max_latency_ms=0.5, max_size_bytes=2000))
-    assert g == {"passed": True, "violations": []}
+def _gate(base, cand, labels, budgets=BUDGETS):
+    return check_gate(_m(base, labels), _m(cand, labels), budgets, SAFETY, CLASS_NAMES, labels)
 
 
-def test_each_violation_is_reported_with_figures():
-    rec = [0.98] * 43
-    rec[14] = 0.95  # stop sign loses 3 points
-    rec[16] = 0.50  # not safety-critical: ignored by the safety budget
-    g = check_gate(_m(), _m(acc=0.97, recall=rec, lat=2.0, size=5000),
-                   Budgets(max_accuracy_drop=0.5, max_safety_recall_drop=1.0, max_latency_ms=1.5,
-                           max_size_bytes=4000))
-    assert not g["passed"] and len(g["violations"]) == 4
-    text = " | ".join(g["violations"])
-    assert "accuracy dropped 1.00 points (98.00% -> 97.00%), budget 0.50" in text
-    assert "class 14 (stop) dropped 3.00 points" in text and "class 16" not in text
-    assert "2.000 ms exceeds 1.500 ms" in text and "5,000 bytes exceeds 4,000 bytes" in text
+def _flip(pred: np.ndarray, labels: np.ndarray, cls: int, k: int) -> np.ndarray:
+    """Make ``k`` correctly predicted images of class ``cls`` wrong, in a copy of ``pred``."""
+    out = pred.copy()
+    idx = np.flatnonzero((labels == cls) & (out == labels))[:k]
+    out[idx] = (labels[idx] + 1) % 43
+    return out
 
 
-def test_unmeasured_metric_never_passes():
-    g = check_gate(_m(), _m(), Budgets(max_corruption_accuracy_drop=2.0))
+def test_identical_model_passes():
+    y = _labels()
+    base = _flip(y, y, 3, 2)  # a baseline with a few mistakes of its own
+    g = _gate(base, base.copy(), y)
+    assert g["passed"] and g["violations"] == []
+    assert all(r["lost"] == 0 and r["verdict"] == "ok" for r in g["classes"])
+
+
+def test_one_lost_image_on_a_60_image_class_passes():
+    y = _labels()
+    g = _gate(y.copy(), _flip(y, y, 19, 1), y)
+    row = next(r for r in g["classes"] if r["class"] == 19)
+    assert g["passed"], g["violations"]
+    assert (row["n"], row["lost"], row["gained"], row["tolerance"]) == (60, 1, 0, 1)
+
+
+def test_seven_lost_none_gained_on_60_refuses_as_degraded():
+    y = _labels()
+    g = _gate(y.copy(), _flip(y, y, 19, 7), y)
+    assert not g["passed"]
+    v = [x for x in g["violations"] if "class 19" in x]
+    assert v and "7 of 60 images lost, 0 gained" in v[0] and "net loss 7 > tolerance 1" in v[0]
+
+
+def test_a_one_point_pooled_drop_on_10000_images_refuses():
+    y = np.repeat(np.arange(40), 250)  # 10,000 images; class 40+ unused
+    base = y.copy()
+    cand = base.copy()
+    cand[::100] = (y[::100] + 1) % 40  # 100 images lost, spread over every class: 1 point overall
+    g = check_gate(_m(base, y), _m(cand, y), Budgets(max_accuracy_drop=0.5), [], CLASS_NAMES, y)
+    assert not g["passed"] and "all test images: degraded, accuracy -1.00 points" in g["violations"][0]
+    g1 = check_gate(_m(base, y), _m(cand, y), Budgets(max_accuracy_drop=1.0), [], CLASS_NAMES, y)
+    assert not g1["passed"] and "cannot be certified with 10000 test images" in g1["violations"][0]
+
+
+def test_a_systematic_loss_refuses_even_within_the_net_tolerance():
+    y = np.repeat(np.arange(43), 2000)
+    g = _gate(y.copy(), _flip(y, y, 14, 15), y, Budgets(max_safety_recall_drop=1.0))
+    row = next(r for r in g["classes"] if r["class"] == 14)
+    assert row["net_loss"] == 15 < row["tolerance"] == 20
+    assert not g["passed"] and "systematic loss" in g["violations"][0] and row["p_holm"] < 0.05
+
+
+def test_losses_balanced_by_gains_pass():
+    y = _labels()
+    idx = np.flatnonzero(y == 9)
+    base, cand = y.copy(), y.copy()
+    base[idx[:4]] = 10  # the baseline misses 4 "no passing" images the candidate gets right ...
+    cand[idx[-4:]] = 10  # ... and the candidate misses 4 others
+    row = next(r for r in _gate(base, cand, y)["classes"] if r["class"] == 9)
+    assert (row["lost"], row["gained"], row["verdict"]) == (4, 4, "ok")
+
+
+def test_statistics_on_known_values():
+    assert mcnemar_one_sided(7, 0) == pytest.approx(0.5**7)
+    assert mcnemar_one_sided(1, 0) == 0.5 and mcnemar_one_sided(0, 3) == 1.0
+    assert mcnemar_one_sided(3, 1) == pytest.approx(5 / 16)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    d, lo = paired_bound(lost=10, gained=0, n=1000, confidence=0.95)
+    assert d == -0.01 and lo == pytest.approx(-0.01 - 1.6449 * np.sqrt((0.01 - 1e-4) / 1000), rel=1e-3)
+
+
+def test_non_finite_or_missing_evidence_never_passes():
+    y = _labels()
+    nan = _m(y, y)
+    nan["accuracy"] = float("nan")
+    assert not check_gate(_m(y, y), nan, BUDGETS, SAFETY, CLASS_NAMES, y)["passed"]
+    no_preds = {k: v for k, v in _m(y, y).items() if k != "predictions"}
+    g = check_gate(_m(y, y), no_preds, BUDGETS, SAFETY, CLASS_NAMES, y)
+    assert not g["passed"] and "predictions" in g["violations"][0]
+
+
+def test_latency_size_and_corruption_budgets():
+    y = _labels()
+    g = check_gate(_m(y, y), _m(y, y, lat=2.0, size=5000), Budgets(max_latency_ms=1.5, max_size_bytes=4000))
+    assert "2.0 ms exceeds 1.500 ms" in g["violations"][0] and "5000 bytes exceeds 4,000" in g["violations"][1]
+    g = check_gate(_m(y, y), _m(y, y), Budgets(max_corruption_accuracy_drop=2.0))
     assert not g["passed"] and "not measured" in g["violations"][0]
-    g = check_gate(_m(corruption_accuracy=0.9), _m(corruption_accuracy=0.89), Budgets(max_corruption_accuracy_drop=2.0))
-    assert g["passed"]
+    ok = check_gate(_m(y, y, corruption_accuracy=0.9), _m(y, y, corruption_accuracy=0.89),
+                    Budgets(max_corruption_accuracy_drop=2.0))
+    assert ok["passed"]
 
 
 def test_no_budgets_passes():
-    assert check_gate(_m(), _m(acc=0.1), Budgets())["passed"]
+    y = _labels()
+    assert check_gate(_m(y, y), _m((y + 1) % 43, y), Budgets())["passed"]
 
 
 def test_targets_report_shortfall():
-    from drivecompress.pipeline.gate import check_targets
-    from drivecompress.pipeline.recipe import Targets
-
-    rows = check_targets(_m(lat=3.0, size=8000), _m(acc=0.975, lat=1.0, size=2000),
-                         Targets(min_latency_speedup=6, min_size_reduction=4, max_accuracy_drop=0.3))
+    y = _labels()
+    base, fin = _m(y, y, lat=3.0, size=8000), _m(y, y, lat=1.0, size=2000)
+    fin["accuracy"] = base["accuracy"] - 0.005
+    rows = check_targets(base, fin, Targets(min_latency_speedup=6, min_size_reduction=4, max_accuracy_drop=0.3))
     assert [r["met"] for r in rows] == [False, True, False]
     assert rows[0]["achieved"] == "3.00x" and rows[0]["shortfall"] == "2.00x more speed-up needed"
     assert rows[2]["shortfall"] == "0.20 points over"

@@ -4,7 +4,7 @@ import yaml
 from drivecompress.data.gtsrb import repo_root
 from drivecompress.errors import BadInputError
 from drivecompress.pipeline.recipe import load_recipe, parse_recipe
-from drivecompress.pipeline.steps import PTQStep
+from drivecompress.quant.ptq import PTQConfig
 
 
 def _write(tmp_path, doc) -> str:
@@ -30,7 +30,7 @@ def test_shipped_recipes_validate():
 def test_defaults_are_filled_in():
     r = parse_recipe({"steps": [{"type": "ptq"}]})
     kind, cfg = r.steps[0]
-    assert kind == "ptq" and isinstance(cfg, PTQStep) and cfg.calibration == "percentile"
+    assert kind == "ptq" and isinstance(cfg, PTQConfig) and cfg.calibration == "percentile"
     assert r.resolved()["steps"][0]["calibration_images"] == 512
 
 

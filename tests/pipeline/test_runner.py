@@ -39,7 +39,7 @@ def test_report_schema_and_run_folder(tmp_path, ckpt, capsys):
     assert set(rep) >= {"baseline", "steps", "final", "gate"}
     assert set(rep["baseline"]) >= METRIC_KEYS and set(rep["final"]) >= METRIC_KEYS
     assert [set(s) >= {"name", "type", "seconds", "metrics"} for s in rep["steps"]] == [True]
-    assert rep["gate"] == {"passed": True, "violations": []} and len(rep["final"]["per_class_recall"]) == 43
+    assert rep["gate"]["passed"] and rep["gate"]["violations"] == [] and len(rep["final"]["per_class_recall"]) == 43
     assert "faster than the fp32 baseline" in rep["speed_verdict"]  # either "is ... faster" or "is NOT faster"
     for f in ("model.onnx", "baseline.onnx", "report.html", "recipe.yaml"):
         assert (out / f).exists(), f

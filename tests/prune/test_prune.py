@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from drivecompress.data.transforms import deploy_input
-from drivecompress.evaluate.complexity import count_macs
+from drivecompress.evaluate.complexity import count_macs, zipped_size
 from drivecompress.export.onnx import export_onnx
 from drivecompress.models import build_model, default_spec, spec_of
-from drivecompress.prune.structured import StructuredConfig, channel_widths, make_pruner, prune_step, prune_structured
+from drivecompress.prune.structured import PruneConfig, channel_widths, make_pruner, prune_step, prune_structured
 from drivecompress.prune.unstructured import (
     UnstructuredConfig,
     apply_sparsity,
@@ -16,9 +16,11 @@ from drivecompress.prune.unstructured import (
     gradual_schedule,
     layer_sparsity,
     make_permanent,
-    zipped_size,
 )
 from drivecompress.train.checkpoint import load_checkpoint, save_checkpoint
+
+X = torch.rand(1, 3, 32, 32)
+SHAPE = (3, 32, 32)
 
 
 def _model(arch, width=0.5):
@@ -30,9 +32,9 @@ def _model(arch, width=0.5):
 def test_structured_pruning_shrinks_reloads_and_exports(arch, tmp_path, test_subset):
     """Residual adds and depthwise groups are pruned coherently; the result reloads from spec and exports."""
     model = _model(arch)
-    macs = count_macs(model)
-    prune_structured(model, StructuredConfig(ratio=0.5, round_to=8))
-    assert count_macs(model) < 0.45 * macs  # channels halve on both sides of most convs
+    macs = count_macs(model, SHAPE)
+    prune_structured(model, PruneConfig(ratio=0.5, round_to=8), X)
+    assert count_macs(model, SHAPE) < 0.45 * macs  # channels halve on both sides of most convs
     x = torch.as_tensor(deploy_input(test_subset.x[:4]))
     with torch.no_grad():
         y = model(x)
@@ -49,13 +51,13 @@ def test_structured_pruning_shrinks_reloads_and_exports(arch, tmp_path, test_sub
 
 def test_round_to_and_never_prune():
     model = _model("resnet")
-    prune_structured(model, StructuredConfig(ratio=0.4, round_to=8))
+    prune_structured(model, PruneConfig(ratio=0.4, round_to=8), X)
     assert all(w % 8 == 0 for w in channel_widths(model).values())
     m2 = _model("vgg")
-    prune_structured(m2, StructuredConfig(ratio=0.3, round_to=None, never_prune=("classifier", "features.0")))
+    prune_structured(m2, PruneConfig(ratio=0.3, round_to=None, never_prune=["features.0"]), X)
     assert m2.features[0][0].out_channels == 16
     with pytest.raises(ValueError, match="no module named"):
-        make_pruner(_model("vgg"), StructuredConfig(never_prune=("nope",)))
+        make_pruner(_model("vgg"), PruneConfig(never_prune=["nope"]), X)
 
 
 @pytest.mark.parametrize("importance", ["l1", "l2", "taylor", "bn_scale"])
@@ -65,8 +67,8 @@ def test_importance_criteria_choose_different_channels(importance, splits):
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.weight.uniform_(0.1, 1.0)
-    cfg = StructuredConfig(ratio=0.5, importance=importance, round_to=None)
-    prune_structured(model, cfg, splits.train.head(128))
+    cfg = PruneConfig(ratio=0.5, importance=importance, round_to=None)
+    prune_structured(model, cfg, X, splits.train.head(128))
     assert model.features[0][0].out_channels == 8
 
 
@@ -79,7 +81,7 @@ def test_importances_disagree_somewhere(splits):
             bn = model.features[0][1]
             bn.weight.copy_(torch.linspace(1.0, 0.05, bn.weight.numel()))
         before = model.features[0][0].weight.detach().clone()
-        prune_structured(model, StructuredConfig(ratio=0.5, importance=imp, round_to=None), splits.train.head(64))
+        prune_structured(model, PruneConfig(ratio=0.5, importance=imp, round_to=None), X, splits.train.head(64))
         after = model.features[0][0].weight.detach()
         kept[imp] = {int(i) for i in range(len(before)) if any(torch.equal(before[i], a) for a in after)}
     assert kept["bn_scale"] == set(range(8))  # the 8 largest BN scales are the first 8 channels
@@ -88,12 +90,12 @@ def test_importances_disagree_somewhere(splits):
 
 def test_iterative_pruner_reaches_target_in_steps():
     model = _model("resnet")
-    cfg = StructuredConfig(ratio=0.5, round_to=None)
-    pruner = make_pruner(model, cfg, steps=2)
-    macs = [count_macs(model)]
+    cfg = PruneConfig(ratio=0.5, round_to=None)
+    pruner = make_pruner(model, cfg, X, steps=2)
+    macs = [count_macs(model, SHAPE)]
     for _ in range(2):
         prune_step(model, pruner, cfg)
-        macs.append(count_macs(model))
+        macs.append(count_macs(model, SHAPE))
     assert macs[0] > macs[1] > macs[2]
 
 
@@ -125,13 +127,13 @@ def test_sensitivity_curves_plan_and_plot(tmp_path, splits):
 
     torch.manual_seed(0)
     model = build_model(default_spec("resnet", 0.5, depth=(1, 1, 1))).eval()
-    cfg = StructuredConfig(round_to=None)
-    sens = measure_sensitivity(model, splits.val.head(64), cfg, ratios=(0.5, 0.9))
+    cfg = PruneConfig(round_to=None)
+    sens = measure_sensitivity(model, splits.val.head(64), cfg, X, ratios=(0.5, 0.9))
     assert len(sens.curves) >= 3 and all(len(c) == 2 for c in sens.curves.values())
-    plan, macs = ratios_for_mac_budget(model, sens, cfg, 0.6)
-    assert plan and macs <= 0.6 * count_macs(model)
-    pruned = make_pruner(model, cfg, per_layer=plan)
+    plan, macs = ratios_for_mac_budget(model, sens, cfg, X, 0.6)
+    assert plan and macs <= 0.6 * count_macs(model, SHAPE)
+    pruned = make_pruner(model, cfg, X, per_layer=plan)
     pruned.step()
-    assert count_macs(model) == macs
+    assert count_macs(model, SHAPE) == macs
     plot_sensitivity(sens, tmp_path / "s.png")
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"

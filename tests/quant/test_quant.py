@@ -88,7 +88,7 @@ def test_sensitivity_measures_every_layer(fp32_onnx, calib, splits):
 
 @pytest.mark.parametrize(
     ("images", "needle"),
-    [(np.zeros((4, 32, 32), np.float32), "shape"), (np.zeros((4, 3, 28, 28), np.float32), "shape"),
+    [(np.zeros((4, 32, 32), np.float32), "shape"), (np.zeros((4, 3, 28), np.float32), "shape"),
      (np.zeros((0, 3, 32, 32), np.float32), "no images"), (np.zeros((4, 3, 32, 32), np.int32), "dtype")],
 )
 def test_bad_calibration_sets(images, needle):

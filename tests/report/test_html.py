@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from drivecompress.data.classes import SAFETY_CRITICAL
+from drivecompress.data.classes import CLASS_NAMES, SAFETY_CRITICAL
 from drivecompress.report.html import render, write_html
 
 
@@ -28,6 +28,7 @@ def hand_made_report(passed=True):
         "gate": {"passed": passed, "violations": [] if passed else ["accuracy dropped 0.90 points, budget 0.50"]},
         "model": "baseline", "artifact": "model.onnx", "recipe": {"steps": [{"type": "ptq"}]},
         "machine": {"cpu": "test cpu", "cpu_flags": ["avx512_vnni"]},
+        "classes": {"names": list(CLASS_NAMES), "safety_critical": sorted(SAFETY_CRITICAL)},
     }
 
 

@@ -14,7 +14,8 @@ from drivecompress.cli import command
          "kept as model.rejected.onnx when violated), and writes OUT/model.onnx, OUT/baseline.onnx, "
          "OUT/report.json and OUT/report.html. --resume continues a killed run from its last completed step.")
 def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="checkpoint folder or 'baseline'")
+    p.add_argument("model", metavar="MODEL", help="checkpoint folder, .onnx file (graph-only steps such as ptq), "
+                   "or 'baseline'")
     p.add_argument("--recipe", type=Path, required=True, help="recipe YAML (see recipes/)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last completed step")
@@ -25,12 +26,25 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @_args.bind
 def _run(a: argparse.Namespace) -> dict[str, Any]:
-    from drivecompress.pipeline.recipe import load_recipe
+    from drivecompress.api import as_data, as_model, as_recipe
+
+    recipe = as_recipe(a.recipe, a.overrides)
+    data = as_data(a.data)
+    return run_with_summary(as_model(a.model), recipe, data, a.out, a.resume, a.device)
+
+
+def run_with_summary(loaded, recipe, data, out: Path, resume: bool, device: str | None) -> dict[str, Any]:
+    """Run and summarise; on a gate refusal the summary still reaches stdout (attached to the exception)."""
+    from drivecompress.errors import GateRefusedError
     from drivecompress.pipeline.runner import run_recipe
 
-    recipe = load_recipe(a.recipe, a.overrides)
-    rep = run_recipe(a.model, recipe, a.out, resume=a.resume, data=a.data, device=a.device)
-    return summary(rep, a.out)
+    try:
+        rep = run_recipe(loaded, recipe, data, out, resume=resume, device=device)
+    except GateRefusedError as exc:
+        if exc.report:
+            exc.summary = summary(exc.report, out)  # type: ignore[attr-defined]
+        raise
+    return summary(rep, out)
 
 
 def summary(rep: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -40,6 +54,7 @@ def summary(rep: dict[str, Any], out: Path) -> dict[str, Any]:
         "report": str(out / "report.html"),
         "artifact": str(out / rep["artifact"]),
         "gate_passed": rep["gate"]["passed"],
+        "gate_violations": rep["gate"]["violations"],
         "accuracy": f"{100 * b['accuracy']:.2f}% -> {100 * f['accuracy']:.2f}%",
         "latency_ms_p50": f"{b['latency_ms_p50']:.3f} -> {f['latency_ms_p50']:.3f}",
         "size_bytes": f"{b['size_bytes']:,} -> {f['size_bytes']:,}",

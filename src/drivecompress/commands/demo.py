@@ -25,22 +25,33 @@ def _args(p: argparse.ArgumentParser) -> None:
 def _run(a: argparse.Namespace) -> dict[str, Any]:
     from rich.console import Console
 
-    from drivecompress.commands.compress import summary
+    from drivecompress.api import as_data, as_model, as_recipe
+    from drivecompress.commands.compress import run_with_summary
     from drivecompress.data.gtsrb import repo_root
     from drivecompress.errors import GateRefusedError
-    from drivecompress.pipeline.recipe import load_recipe
-    from drivecompress.pipeline.runner import run_recipe
 
     recipe_path = a.recipe or repo_root() / "recipes" / "default.yaml"
     out = a.out or repo_root() / "runs" / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    recipe = load_recipe(recipe_path)
+    recipe = as_recipe(recipe_path)
+    data = as_data(a.data)
+    loaded = as_model(a.model)
     err = Console(stderr=True)
     t0 = time.perf_counter()
     try:
-        rep = run_recipe(a.model, recipe, out, data=a.data, device=a.device)
-    except GateRefusedError:
+        result = run_with_summary(loaded, recipe, data, out, False, a.device)
+    except GateRefusedError as exc:
+        _print_figures(err, getattr(exc, "summary", {}))
         err.print(f"[bold red]demo[/]: the gate refused the result; see {out / 'report.html'}")
         raise
-    err.print(f"[bold]demo[/]: done in {time.perf_counter() - t0:.0f} s. Open the report: {out / 'report.html'}")
+    _print_figures(err, result)
+    err.print(f"[bold]demo[/]: PASSED in {time.perf_counter() - t0:.0f} s. Open the report: {out / 'report.html'}")
     print(f"report: {out / 'report.html'}", file=sys.stderr)
-    return summary(rep, out)
+    return result
+
+
+def _print_figures(err, s: dict[str, Any]) -> None:
+    """The summary figures, before the verdict, so a refused demo still shows what it reached."""
+    for k in ("accuracy", "latency_ms_p50", "latency_ms_p50_ratio", "size_bytes", "size_bytes_ratio",
+              "throughput_ratio"):
+        if k in s:
+            err.print(f"  {k}: {s[k]}")

@@ -22,19 +22,28 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 @_eval_args.bind
 def _eval(a: argparse.Namespace) -> dict[str, Any]:
-    from drivecompress.data.dataset import LabeledImages
-    from drivecompress.data.gtsrb import load_gtsrb
+    from drivecompress.data.api import Data
+    from drivecompress.errors import BadInputError
     from drivecompress.evaluate.loading import load_model_arg
     from drivecompress.evaluate.measure import complexity, evaluate_predictor
     from drivecompress.utils.device import select_device
 
+    if (a.subset is not None and a.subset < 1) or a.batch_size < 1:
+        raise BadInputError("--subset and --batch-size must be >= 1")
     device = select_device(a.device)
     model = load_model_arg(a.model)
-    data = load_gtsrb(a.data)
-    test = LabeledImages.of(data.x_test, data.y_test).head(a.subset)
-    metrics = evaluate_predictor(model.predictor(device=device), test, a.batch_size)
+    data = Data.from_npz(a.data)
+    if model.module is None:
+        from drivecompress.pipeline.runner import check_onnx_input
+
+        check_onnx_input(model.onnx_path, data)
+    test = data.test.head(a.subset)
+    metrics = evaluate_predictor(model.predictor(device=device), test, a.batch_size, data.safety_critical,
+                                 data.num_classes)
+    metrics.pop("predictions")
     return {"model": str(model.source), **{k: metrics[k] for k in ("accuracy", "images")},
-            **complexity(model), **{k: v for k, v in metrics.items() if k not in ("accuracy", "images")}}
+            **complexity(model, data.input_shape),
+            **{k: v for k, v in metrics.items() if k not in ("accuracy", "images")}}
 
 
 @command("bench", "Benchmark MODEL on ONNX Runtime: batch-1 latency p50/p99 with one thread (after warm-up) "
@@ -49,8 +58,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 
 @_bench_args.bind
 def _bench(a: argparse.Namespace) -> dict[str, Any]:
-    from drivecompress.data.dataset import LabeledImages
-    from drivecompress.data.gtsrb import load_gtsrb
+    from drivecompress.data.api import Data
     from drivecompress.errors import BadInputError
     from drivecompress.evaluate.latency import SpeedConfig
     from drivecompress.evaluate.loading import load_model_arg
@@ -61,7 +69,10 @@ def _bench(a: argparse.Namespace) -> dict[str, Any]:
         raise BadInputError("--runs must be >= 1, --warmup >= 0, --seconds > 0")
     select_device(a.device)  # validates --device; latency is always measured on the CPU runtime
     model = load_model_arg(a.model)
-    data = load_gtsrb(a.data) if model.module is not None else None
-    check = LabeledImages.of(data.x_test[:64], data.y_test[:64]) if data else None
+    data = Data.from_npz(a.data)
+    if model.module is None:
+        from drivecompress.pipeline.runner import check_onnx_input
+
+        check_onnx_input(model.onnx_path, data)
     cfg = SpeedConfig(warmup=a.warmup, runs=a.runs, throughput_seconds=a.seconds)
-    return {"model": str(model.source), **bench(model, check, cfg)}
+    return {"model": str(model.source), **bench(model, data.test.head(64), cfg, data.input_shape)}

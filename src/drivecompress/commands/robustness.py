@@ -24,8 +24,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @_args.bind
 def _run(a: argparse.Namespace) -> dict[str, Any]:
-    from drivecompress.data.dataset import LabeledImages
-    from drivecompress.data.gtsrb import load_gtsrb
+    from drivecompress.data.api import Data
     from drivecompress.errors import BadInputError
     from drivecompress.evaluate.loading import load_model_arg
     from drivecompress.evaluate.robustness import RobustnessConfig, robustness_report
@@ -39,10 +38,14 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
         if src.module is None:
             raise BadInputError(f"--source {a.source}: must be a checkpoint folder or 'baseline'")
         source, transfer = src.module, model.module is None
-    data = load_gtsrb(a.data)
-    test = LabeledImages.of(data.x_test, data.y_test)
+    data = Data.from_npz(a.data)
+    if model.module is None:
+        from drivecompress.pipeline.runner import check_onnx_input
+
+        check_onnx_input(model.onnx_path, data)
+    test = data.test
     cfg = RobustnessConfig(corruption_images=None if a.full else 500, attack_images=None if a.full else 256,
-                           pgd_steps=a.pgd_steps, seed=a.seed)
+                           pgd_steps=a.pgd_steps, seed=a.seed, safety_critical=tuple(sorted(data.safety_critical)))
     rep = robustness_report(model.predictor(), test, cfg, source, transfer)
     if a.out:
         write_artifacts(rep, test.head(2, seed=a.seed), a.out, cfg.seed)

@@ -77,36 +77,36 @@ def motion_blur(x, s, rng):
     return _conv(x, kernel)
 
 
-def _smooth_field(rng: np.random.Generator, n: int, cells: int = 4) -> np.ndarray:
+def _smooth_field(rng: np.random.Generator, n: int, hw: tuple[int, int], cells: int = 4) -> np.ndarray:
     """Low-frequency random field in [0, 1], one per image (fog density)."""
     coarse = torch.as_tensor(rng.random((n, 1, cells, cells)), dtype=torch.float32)
-    return F.interpolate(coarse, size=(32, 32), mode="bicubic", align_corners=False).clamp(0, 1).numpy()
+    return F.interpolate(coarse, size=hw, mode="bicubic", align_corners=False).clamp(0, 1).numpy()
 
 
 @corruption("fog")
 def fog(x, s, rng):
     a = [0.25, 0.35, 0.45, 0.55, 0.65][s - 1]
-    density = a * (0.6 + 0.4 * _smooth_field(rng, len(x)))
+    density = a * (0.6 + 0.4 * _smooth_field(rng, len(x), x.shape[2:]))
     return x * (1 - density) + 0.75 * density
 
 
 @corruption("snow")
 def snow(x, s, rng):
     p, bright = [(0.02, 0.05), (0.04, 0.1), (0.06, 0.15), (0.09, 0.2), (0.12, 0.25)][s - 1]
-    flakes = (rng.random((len(x), 1, 32, 32)) < p).astype(np.float32)
+    flakes = (rng.random((len(x), 1, *x.shape[2:])) < p).astype(np.float32)
     star = np.array([[0.3, 1, 0.3], [1, 1, 1], [0.3, 1, 0.3]], np.float32)
-    flakes = np.clip(_conv(np.repeat(flakes, 3, axis=1), star) * 4.0, 0, 1)
+    flakes = np.clip(_conv(np.repeat(flakes, x.shape[1], axis=1), star) * 4.0, 0, 1)
     return np.maximum(x * (1 - bright) + bright, flakes * 0.95)
 
 
 @corruption("rain")
 def rain(x, s, rng):
     p, length = [(0.01, 3), (0.02, 4), (0.03, 5), (0.04, 6), (0.05, 7)][s - 1]
-    drops = (rng.random((len(x), 1, 32, 32)) < p).astype(np.float32)
+    drops = (rng.random((len(x), 1, *x.shape[2:])) < p).astype(np.float32)
     kernel = np.zeros((2 * length + 1, 2 * length + 1), np.float32)
     for t in range(-length, length + 1):
         kernel[length + t, length + t // 3] = 1.0
-    streaks = np.clip(_conv(np.repeat(drops, 3, axis=1), kernel) * length, 0, 1)
+    streaks = np.clip(_conv(np.repeat(drops, x.shape[1], axis=1), kernel) * length, 0, 1)
     return x * (1 - 0.15 * s / 5) + 0.6 * streaks
 
 
@@ -134,16 +134,17 @@ def jpeg(x, s, rng):
     out = np.empty_like(x)
     for i, img in enumerate((np.clip(x, 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)):
         buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="JPEG", quality=q)
-        out[i] = np.asarray(Image.open(buf)).transpose(2, 0, 1) / 255.0
+        Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(buf, format="JPEG", quality=q)
+        out[i] = np.asarray(Image.open(buf)).reshape(img.shape).transpose(2, 0, 1) / 255.0
     return out
 
 
 @corruption("pixelate")
 def pixelate(x, s, rng):
-    size = [24, 20, 14, 12, 10][s - 1]
-    t = F.interpolate(torch.as_tensor(x), size=(size, size), mode="area")
-    return F.interpolate(t, size=(32, 32), mode="nearest").numpy()
+    frac = [24, 20, 14, 12, 10][s - 1] / 32  # the fractions tuned on 32x32 signs
+    h, w = x.shape[2:]
+    t = F.interpolate(torch.as_tensor(x), size=(max(1, round(h * frac)), max(1, round(w * frac))), mode="area")
+    return F.interpolate(t, size=(h, w), mode="nearest").numpy()
 
 
 @corruption("occlusion")
@@ -151,18 +152,18 @@ def occlusion(x, s, rng, sizes: np.ndarray | None = None):
     side = [3, 5, 7, 9, 11][s - 1]
     out = x.copy()
     n = len(x)
-    extent = np.full(n, 32) if sizes is None else np.maximum(sizes, side)
+    extent = np.full(n, min(x.shape[2:])) if sizes is None else np.maximum(sizes, side)
     colour = np.where(rng.random((n, 1)) < 0.5, rng.uniform(0, 0.25, (n, 3)), rng.uniform(0.3, 1.0, (n, 3)))
     for i in range(n):
         top, left = rng.integers(0, extent[i] - side + 1, size=2)
-        out[i, :, top : top + side, left : left + side] = colour[i].reshape(3, 1, 1)
+        out[i, :, top : top + side, left : left + side] = colour[i, : x.shape[1]].reshape(-1, 1, 1)
     return out
 
 
-def canvas_mask(sizes: np.ndarray) -> np.ndarray:
-    """1 inside each sign's top-left square, 0 on the black canvas; shape (N, 1, 32, 32)."""
-    idx = np.arange(32)
-    inside = (idx[None, :, None] < sizes[:, None, None]) & (idx[None, None, :] < sizes[:, None, None])
+def canvas_mask(sizes: np.ndarray, hw: tuple[int, int] = (32, 32)) -> np.ndarray:
+    """1 inside each sign's top-left square, 0 on the black canvas; shape (N, 1, H, W)."""
+    rows, cols = np.arange(hw[0]), np.arange(hw[1])
+    inside = (rows[None, :, None] < sizes[:, None, None]) & (cols[None, None, :] < sizes[:, None, None])
     return inside[:, None].astype(np.float32)
 
 
@@ -175,4 +176,4 @@ def corrupt(x: np.ndarray, name: str, severity: int, sizes: np.ndarray, seed: in
     rng = np.random.default_rng([seed, severity, sorted(CORRUPTIONS).index(name)])
     fn = CORRUPTIONS[name]
     y = fn(x, severity, rng, sizes=sizes) if name == "occlusion" else fn(x, severity, rng)
-    return (np.clip(y, 0.0, 1.0) * canvas_mask(sizes)).astype(np.float32)
+    return (np.clip(y, 0.0, 1.0) * canvas_mask(sizes, x.shape[2:])).astype(np.float32)

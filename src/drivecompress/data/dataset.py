@@ -71,5 +71,5 @@ def make_splits(data: GTSRB, val_fraction: float = 0.1, seed: int = 0) -> Splits
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean/std of uint8 NHWC images in [0, 1] units (normalization from the training split)."""
-    x = images.reshape(-1, 3).astype(np.float64) / 255.0
+    x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
     return x.mean(axis=0).round(6).tolist(), x.std(axis=0).round(6).tolist()

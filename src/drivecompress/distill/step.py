@@ -3,25 +3,28 @@ that sees exactly the student's augmented batch; optional feature transfer throu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field
 
 from drivecompress.distill.losses import FeatureAdapter, feature_loss, hard_target_loss, soft_target_loss
 from drivecompress.train.loop import LossFn
 
 
-@dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(BaseModel):
+    """How a student learns from its teacher: Hinton soft targets (``temperature``, ``alpha`` = weight of the
+    teacher term) or the teacher's hard labels, plus optional feature transfer between named modules."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
     mode: Literal["soft", "hard"] = "soft"
-    temperature: float = 4.0
-    alpha: float = 0.9
-    label_smoothing: float = 0.0
-    feature_pairs: list[tuple[str, str]] = field(default_factory=list)
-    """(student module, teacher module) whose outputs are matched, e.g. ("blocks.3", "blocks.5")."""
-    feature_weight: float = 1.0
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.9, ge=0, le=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    feature_pairs: list[tuple[str, str]] = Field(
+        default_factory=list, description='(student module, teacher module) matched, e.g. ("blocks.3", "blocks.5")')
+    feature_weight: float = Field(1.0, ge=0)
 
 
 class _Tap:
@@ -35,11 +38,11 @@ class _Tap:
         self.out = out
 
 
-def _channels(model: nn.Module, name: str) -> int:
+def _channels(model: nn.Module, name: str, example: torch.Tensor) -> int:
     mod = dict(model.named_modules())[name]
     with torch.no_grad():
         tap = _Tap(mod)
-        model.eval()(torch.zeros(1, 3, 32, 32))
+        model.eval()(torch.zeros_like(example))
         tap.handle.remove()
     return int(tap.out.shape[1])
 
@@ -47,7 +50,8 @@ def _channels(model: nn.Module, name: str) -> int:
 class Distiller:
     """Builds the loss for ``fit`` and cleans up after training (hooks, adapters)."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: DistillConfig, device: torch.device) -> None:
+    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: DistillConfig, device: torch.device,
+                 example: torch.Tensor | None = None) -> None:
         self.cfg, self.student = cfg, student
         self.teacher = teacher.to(device).eval()
         for p in self.teacher.parameters():
@@ -56,7 +60,10 @@ class Distiller:
         for s_name, t_name in cfg.feature_pairs:
             if s_name not in s_mods or t_name not in t_mods:
                 raise ValueError(f"feature pair ({s_name!r}, {t_name!r}): no such module in student/teacher")
-        adapters = [FeatureAdapter(_channels(student, s), _channels(teacher, t)) for s, t in cfg.feature_pairs]
+        if cfg.feature_pairs and example is None:
+            raise ValueError("feature transfer needs an example input to size its adapters")
+        adapters = [FeatureAdapter(_channels(student, s, example), _channels(teacher, t, example))
+                    for s, t in cfg.feature_pairs]
         # Registered on the student so fit's optimizer trains them; removed by close().
         student.kd_adapters = nn.ModuleList(adapters)
         self.s_taps = [_Tap(s_mods[s]) for s, _ in cfg.feature_pairs]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
-from drivecompress.data.classes import NUM_CLASSES, SAFETY_CRITICAL
 from drivecompress.data.gtsrb import SIZE_BINS
 
 
@@ -19,14 +20,14 @@ def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
     return float((pred == labels).mean()) if len(labels) else float("nan")
 
 
-def confusion_matrix(pred: np.ndarray, labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+def confusion_matrix(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Rows: true class, columns: predicted class."""
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(cm, (labels, pred), 1)
     return cm
 
 
-def per_class_recall(pred: np.ndarray, labels: np.ndarray, num_classes: int = NUM_CLASSES) -> list[float]:
+def per_class_recall(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float]:
     """Recall of each class (NaN for a class with no samples, so it is never mistaken for 0 or 1)."""
     cm = confusion_matrix(pred, labels, num_classes)
     support = cm.sum(axis=1)
@@ -60,20 +61,26 @@ def accuracy_by_size(pred: np.ndarray, labels: np.ndarray, sizes: np.ndarray) ->
     return out
 
 
-def safety_recall(recall: list[float]) -> dict[str, float]:
-    """Recall of the safety-critical classes only, keyed by class id."""
-    return {str(c): recall[c] for c in sorted(SAFETY_CRITICAL)}
+def min_recall(recall: list[float], classes: Iterable[int]) -> float | None:
+    """Lowest recall over ``classes`` that have test images (None when there is none)."""
+    vals = [recall[c] for c in classes if recall[c] == recall[c]]
+    return float(min(vals)) if vals else None
 
 
-def classification_metrics(logits: np.ndarray, labels: np.ndarray, sizes: np.ndarray | None = None) -> dict:
-    """The accuracy block of a report's metrics (DESIGN.md keys)."""
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, sizes: np.ndarray | None = None,
+                           safety_critical: Iterable[int] = ()) -> dict:
+    """The accuracy block of a report's metrics (DESIGN.md keys); the class count is the logits' width.
+
+    ``predictions`` (the predicted class of every image, in order) lets the gate compare two models image by
+    image instead of only their rates."""
     pred = logits.argmax(axis=1)
-    recall = per_class_recall(pred, labels)
+    recall = per_class_recall(pred, labels, logits.shape[1])
     m = {
         "accuracy": accuracy(pred, labels),
         "per_class_recall": recall,
         "ece": expected_calibration_error(softmax(logits.astype(np.float64)), labels),
-        "min_safety_critical_recall": float(np.nanmin([recall[c] for c in SAFETY_CRITICAL])),
+        "min_safety_critical_recall": min_recall(recall, sorted(safety_critical)),
+        "predictions": [int(p) for p in pred],
     }
     if sizes is not None:
         m["accuracy_by_size"] = accuracy_by_size(pred, labels, sizes)

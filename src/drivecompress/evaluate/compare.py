@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from drivecompress.data.dataset import LabeledImages
-from drivecompress.evaluate.complexity import onnx_params, size_on_disk
+from drivecompress.evaluate.complexity import onnx_params, size_on_disk, zipped_size
 from drivecompress.evaluate.latency import SpeedConfig, measure_speed
 from drivecompress.evaluate.measure import evaluate_predictor
 from drivecompress.evaluate.predictor import OnnxPredictor
-from drivecompress.prune.unstructured import zipped_size
 
 SPEED_KEYS = ("latency_ms_p50", "latency_ms_p99", "throughput_ips")
 
 
-def measure_onnx(path: Path, test: LabeledImages, speed: SpeedConfig | None = None) -> dict[str, Any]:
+def measure_onnx(path: Path, test: LabeledImages, speed: SpeedConfig | None = None,
+                 safety_critical: Iterable[int] = (), num_classes: int | None = None) -> dict[str, Any]:
     """DESIGN.md metrics of one ONNX file on ONNX Runtime: accuracy block, size, stored params, speed."""
-    m = evaluate_predictor(OnnxPredictor(path), test)
+    m = evaluate_predictor(OnnxPredictor(path), test, safety_critical=safety_critical, num_classes=num_classes)
     m.update({"size_bytes": size_on_disk(path), "params": onnx_params(path),
               "zipped_size_bytes": zipped_size(path.read_bytes())})
-    m.update(measure_speed(path, speed))
+    m.update(measure_speed(path, speed, tuple(test.x.shape[3:]) + tuple(test.x.shape[1:3])))
     return m
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import onnx
@@ -14,11 +16,12 @@ def count_params(model: nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 32, 32)) -> int:
-    """Multiply-accumulates of one forward pass at batch 1 (convolutions and linear layers)."""
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass at batch 1 (convolutions and linear layers); ``input_shape``
+    is (C, H, W)."""
     model = model.eval().cpu()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(input_shape))
+        model(torch.zeros((1, *input_shape[-3:])))
     return int(counter.get_total_flops() // 2)
 
 
@@ -41,3 +44,11 @@ def onnx_params(path: str | Path) -> int:
         if len(init.dims) > 0:
             total += n
     return int(total)
+
+
+def zipped_size(data: bytes) -> int:
+    """Deflate-compressed size: what sparse weights save when the file is shipped compressed."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        z.writestr("w", data)
+    return len(buf.getvalue())

@@ -63,13 +63,20 @@ def _throughput(fn: Callable[[], object], batch: int, seconds: float) -> float:
     return n * batch / (time.perf_counter() - t0)
 
 
-def measure_speed(model: nn.Module | str | Path, cfg: SpeedConfig | None = None) -> dict[str, float]:
-    """``latency_ms_p50``, ``latency_ms_p99`` (batch 1, 1 thread) and ``throughput_ips`` (batch 64)."""
+def measure_speed(model: nn.Module | str | Path, cfg: SpeedConfig | None = None,
+                  input_shape: tuple[int, ...] | None = None) -> dict[str, float]:
+    """``latency_ms_p50``, ``latency_ms_p99`` (batch 1, 1 thread) and ``throughput_ips`` (batch 64).
+
+    ``input_shape`` (C, H, W) is read from an ONNX file when it fixes it; a module needs it given."""
     cfg = cfg or SpeedConfig()
     all_threads = cfg.threads_throughput or os.cpu_count() or 1
     rng = np.random.default_rng(0)
-    x1 = rng.random((1, 3, 32, 32), dtype=np.float32)
-    xb = rng.random((cfg.throughput_batch, 3, 32, 32), dtype=np.float32)
+    if input_shape is None and not isinstance(model, nn.Module):
+        input_shape = OnnxPredictor(model).input_shape
+    if input_shape is None:
+        raise ValueError("measure_speed: input_shape (C, H, W) is needed for this model")
+    x1 = rng.random((1, *input_shape), dtype=np.float32)
+    xb = rng.random((cfg.throughput_batch, *input_shape), dtype=np.float32)
     if isinstance(model, nn.Module):
         pred = TorchPredictor(model, "cpu")
         with _torch_threads(cfg.threads_latency):

@@ -37,13 +37,14 @@ class LoadedModel:
         return OnnxPredictor(self.onnx_path, threads=threads)
 
 
-def load_model_arg(arg: str | Path) -> LoadedModel:
-    """Accept 'baseline', a checkpoint folder or an ``.onnx`` file; anything else is a clear bad-input error."""
+def load_model_arg(arg: str | Path, template: nn.Module | None = None) -> LoadedModel:
+    """Accept 'baseline', a checkpoint folder or an ``.onnx`` file; anything else is a clear bad-input error.
+    ``template`` rebuilds a checkpoint of a user-defined network (see ``train/checkpoint.py``)."""
     path = baseline_dir() if str(arg) == "baseline" else Path(arg)
     if not path.exists():
         raise BadInputError(f"{path}: model not found (give a checkpoint folder, an .onnx file, or 'baseline')")
     if path.is_dir():
-        module, meta = load_checkpoint(path)
+        module, meta = load_checkpoint(path, template=template)
         return LoadedModel(source=path, module=module, meta=meta)
     if path.suffix.lower() == ".onnx":
         OnnxPredictor(path)  # fails early with a clear message if the file is corrupt

@@ -18,7 +18,7 @@ from drivecompress.errors import BadInputError
 
 
 class Predictor(Protocol):
-    """Anything that maps a float32 [N,3,32,32] batch in [0, 1] to [N,43] logits (numpy)."""
+    """Anything that maps a float32 [N,C,H,W] batch in [0, 1] to [N,K] logits (numpy)."""
 
     name: str
 
@@ -61,9 +61,17 @@ class OnnxPredictor:
         if len(inputs) != 1:
             raise BadInputError(f"{path}: expected one input, found {len(inputs)}")
         self.input_name = inputs[0].name
+        self.input_dims = list(inputs[0].shape)
         self.output_name = self.session.get_outputs()[0].name
+        self.output_dims = list(self.session.get_outputs()[0].shape)
         self.path = path
         self.name = name or path.stem
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """(C, H, W) when the file fixes them (None for symbolic dimensions)."""
+        dims = self.input_dims[1:]
+        return tuple(dims) if dims and all(isinstance(d, int) for d in dims) else None
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(images, dtype=np.float32)
@@ -76,7 +84,7 @@ def predict_all(predictor: Predictor, images_uint8: np.ndarray, batch_size: int 
     for i in range(0, len(images_uint8), batch_size):
         x = deploy_input(images_uint8[i : i + batch_size])
         outs.append(predictor(x))
-    return np.concatenate(outs) if outs else np.zeros((0, 43), dtype=np.float32)
+    return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
 
 
 def describe(predictor: Predictor) -> dict[str, Any]:

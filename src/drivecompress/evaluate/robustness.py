@@ -15,11 +15,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from drivecompress.data.classes import SAFETY_CRITICAL
 from drivecompress.data.corruptions import CORRUPTIONS, corrupt
 from drivecompress.data.dataset import LabeledImages
 from drivecompress.data.transforms import deploy_input
-from drivecompress.evaluate.accuracy import expected_calibration_error, per_class_recall, softmax
+from drivecompress.evaluate.accuracy import expected_calibration_error, min_recall, per_class_recall, softmax
 from drivecompress.evaluate.attacks import fgsm, pgd
 from drivecompress.evaluate.predictor import Predictor
 
@@ -36,6 +35,7 @@ class RobustnessConfig:
     pgd_steps: int = 7
     seed: int = 0
     batch_size: int = 256
+    safety_critical: tuple[int, ...] = ()
 
 
 def _predict(predictor: Predictor, x: np.ndarray, batch: int) -> np.ndarray:
@@ -56,20 +56,21 @@ def corruption_table(predictor: Predictor, data: LabeledImages, cfg: RobustnessC
     """Accuracy per corruption x severity, its mean, and safety-critical recall under corruption."""
     x = deploy_input(data.x)
     table: dict[str, list[float]] = {}
-    preds, labels = [], []
+    preds, labels, k = [], [], 0
     for name in cfg.corruptions:
         table[name] = []
         for sev in cfg.severities:
-            p = _predict(predictor, corrupt(x, name, sev, data.sizes, cfg.seed), cfg.batch_size).argmax(1)
+            logits = _predict(predictor, corrupt(x, name, sev, data.sizes, cfg.seed), cfg.batch_size)
+            p, k = logits.argmax(1), logits.shape[1]
             table[name].append(float((p == data.y).mean()))
             preds.append(p)
             labels.append(data.y)
-    rec = per_class_recall(np.concatenate(preds), np.concatenate(labels))
+    rec = per_class_recall(np.concatenate(preds), np.concatenate(labels), k)
     return {
         "corruptions": table,
         "corruption_accuracy": float(np.mean([np.mean(v) for v in table.values()])),
-        "safety_recall_under_corruption": {str(c): rec[c] for c in sorted(SAFETY_CRITICAL)},
-        "min_safety_recall_under_corruption": float(np.nanmin([rec[c] for c in SAFETY_CRITICAL])),
+        "safety_recall_under_corruption": {str(c): rec[c] for c in sorted(cfg.safety_critical)},
+        "min_safety_recall_under_corruption": min_recall(rec, sorted(cfg.safety_critical)),
     }
 
 

@@ -1,4 +1,5 @@
-"""PyTorch module -> deploy ONNX (DESIGN.md contract), checked by the ONNX checker and against PyTorch.
+"""PyTorch module -> deploy ONNX (DESIGN.md contract: input ``image`` float32 [N,C,H,W] in [0, 1], output
+``logits`` [N,K], dynamic batch), checked by the ONNX checker and against PyTorch on real inputs.
 
 Exporter choice: the TorchScript-based exporter (``dynamo=False``). Measured here on torch 2.13 it exports
 our models in ~0.5 s versus ~8-10 s for the dynamo exporter, with identical parity, and its graphs have
@@ -17,7 +18,6 @@ import onnx
 import torch
 import torch.nn as nn
 
-from drivecompress.evaluate.predictor import OnnxPredictor
 from drivecompress.utils.io import atomic_write
 
 INPUT_NAME = "image"
@@ -35,7 +35,7 @@ class ExportResult:
 
 
 class _Fp32(nn.Module):
-    """Wrapper making sure the exported graph takes fp32 [N,3,32,32] in [0, 1]."""
+    """Wrapper naming the exported graph's input ``image`` (fp32 NCHW in [0, 1])."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -45,8 +45,7 @@ class _Fp32(nn.Module):
         return self.model(image)
 
 
-def _export(model: nn.Module, path: Path) -> None:
-    example = torch.rand(2, 3, 32, 32)
+def _export(model: nn.Module, path: Path, example: torch.Tensor) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -67,7 +66,12 @@ def parity(model: nn.Module, onnx_path: Path, images: np.ndarray) -> float:
     model = model.eval().cpu()
     with torch.no_grad():
         ref = model(torch.as_tensor(images)).numpy()
-    got = OnnxPredictor(onnx_path)(images)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: images})[0]
+    if got.shape != ref.shape:
+        return float("inf")
     return float(np.abs(ref - got).max())
 
 
@@ -77,14 +81,20 @@ def export_onnx(model: nn.Module, path: str | Path, check_images: np.ndarray, to
     Raises RuntimeError when ONNX Runtime's logits differ from PyTorch's by more than ``tol``.
     """
     path = Path(path)
+    check_images = np.asarray(check_images, dtype=np.float32)
+    if check_images.ndim != 4 or len(check_images) == 0:
+        raise ValueError(f"export_onnx: check images must be a non-empty float NCHW batch, got {check_images.shape}")
     model = _Fp32(model.eval().cpu().to(memory_format=torch.contiguous_format))
+    example = torch.as_tensor(check_images[:2].copy())
+    if len(example) == 1:
+        example = example.repeat(2, 1, 1, 1)  # batch 2 keeps the batch dimension symbolic when traced
 
     def write(tmp: Path) -> None:
-        _export(model, tmp)
+        _export(model, tmp, example)
         onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
 
     atomic_write(path, write)
-    diff = parity(model, path, check_images.astype(np.float32))
+    diff = parity(model, path, check_images)
     if not diff <= tol:
         raise RuntimeError(f"{path}: ONNX parity check failed, max |onnx - torch| = {diff:.3g} > {tol}")
     return ExportResult(path=path, max_abs_diff=diff, parity_images=len(check_images))

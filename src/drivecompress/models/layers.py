@@ -19,8 +19,8 @@ class InputNorm(nn.Module):
     def __init__(self, mean: list[float], std: list[float], per_image: bool = True) -> None:
         super().__init__()
         self.per_image = per_image
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.per_image:
@@ -60,3 +60,8 @@ def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, a
 def conv_out(seq: nn.Sequential) -> int:
     """Output channels of a ``conv_bn`` unit (read from the live conv, so pruning is reflected)."""
     return int(seq[0].out_channels)
+
+
+def conv_in(seq: nn.Sequential) -> int:
+    """Input channels of a ``conv_bn`` unit (the image's channel count for a stem)."""
+    return int(seq[0].in_channels)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from drivecompress.models.layers import conv_bn, conv_out, input_norm
+from drivecompress.models.layers import conv_bn, conv_in, conv_out, input_norm
 from drivecompress.models.registry import register_model, round_width
 
 # (expansion, out, repeats, first stride), CIFAR-style MobileNetV2 trimmed for 32x32 / 43 classes.
@@ -41,7 +41,7 @@ class MobileNetV2(nn.Module):
     def __init__(self, spec: dict[str, Any]) -> None:
         super().__init__()
         self.norm = input_norm(spec)
-        self.stem = conv_bn(3, int(spec["stem"]))
+        self.stem = conv_bn(int(spec.get("in_channels", 3)), int(spec["stem"]))
         cin, blocks = int(spec["stem"]), []
         for b in spec["blocks"]:
             blocks.append(InvertedResidual(cin, int(b["hidden"]), int(b["out"]), int(b["stride"]), b.get("expand")))
@@ -79,4 +79,5 @@ class MobileNetV2(nn.Module):
             "head": conv_out(self.head),
             "num_classes": self.classifier.out_features,
             "input_norm": self.norm.spec(),
+            **({"in_channels": conv_in(self.stem)} if conv_in(self.stem) != 3 else {}),
         }

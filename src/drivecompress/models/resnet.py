@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from drivecompress.models.layers import conv_bn, conv_out, input_norm
+from drivecompress.models.layers import conv_bn, conv_in, conv_out, input_norm
 from drivecompress.models.registry import register_model, round_width
 
 
@@ -38,7 +38,7 @@ class ResNet(nn.Module):
     def __init__(self, spec: dict[str, Any]) -> None:
         super().__init__()
         self.norm = input_norm(spec)
-        self.stem = conv_bn(3, int(spec["stem"]))
+        self.stem = conv_bn(int(spec.get("in_channels", 3)), int(spec["stem"]))
         blocks: list[nn.Module] = []
         cin = int(spec["stem"])
         for stage in spec["stages"]:
@@ -81,4 +81,5 @@ class ResNet(nn.Module):
             "stages": stages,
             "num_classes": self.classifier.out_features,
             "input_norm": self.norm.spec(),
+            **({"in_channels": conv_in(self.stem)} if conv_in(self.stem) != 3 else {}),
         }

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from drivecompress.models.layers import conv_bn, conv_out, input_norm
+from drivecompress.models.layers import conv_bn, conv_in, conv_out, input_norm
 from drivecompress.models.registry import register_model, round_width
 
 _BASE: list[Any] = [32, 32, "M", 64, 64, "M", 128, 128, "M"]
@@ -22,7 +22,7 @@ class VGG(nn.Module):
         self.norm = input_norm(spec)
         self.layout = ["M" if v == "M" else "C" for v in spec["features"]]
         layers: list[nn.Module] = []
-        cin = 3
+        cin = int(spec.get("in_channels", 3))
         for v in spec["features"]:
             if v == "M":
                 layers.append(nn.MaxPool2d(2))
@@ -49,4 +49,5 @@ class VGG(nn.Module):
             "features": feats,
             "num_classes": self.classifier.out_features,
             "input_norm": self.norm.spec(),
+            **({"in_channels": conv_in(self.features[0])} if conv_in(self.features[0]) != 3 else {}),
         }

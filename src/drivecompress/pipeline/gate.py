@@ -1,41 +1,157 @@
-"""The safety gate: check the final model against the recipe's budgets, with the figures in each verdict."""
+"""The safety gate: compare the candidate with the baseline image by image (paired), so that one flipped
+image never decides and a systematic loss always refuses.
+
+Budget semantics (the names are kept from the first gate; the meaning is now statistical):
+- ``max_safety_recall_drop`` B points, per safety-critical class of n test images with ``lost`` images the
+  baseline got right and the candidate gets wrong and ``gained`` the reverse:
+    1. net-loss tolerance: ``lost - gained <= max(1, floor(B/100 * n))`` images, else the class *degraded*;
+    2. exact one-sided McNemar test of the loss (``P(X >= lost)``, ``X ~ Binomial(lost + gained, 1/2)``),
+       Holm-corrected over the safety-critical classes: a significant loss (adjusted p < ``significance``)
+       is *systematic* and refuses, whatever its size;
+    3. pooled over all safety-critical images: paired non-inferiority (below).
+- ``max_accuracy_drop`` B points, pooled over all test images: the paired difference of accuracy
+  ``d = (gained - lost) / N`` with standard error ``sqrt(((lost + gained)/N - d^2) / N)``; its one-sided
+  lower confidence bound (``confidence``, default 95%) must stay above ``-B``. A point estimate already below
+  ``-B`` is *degraded*; a point estimate within budget whose bound is not is *cannot be certified with this
+  many test images*.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from statistics import NormalDist
 from typing import Any
 
-from drivecompress.data.classes import CLASS_NAMES, SAFETY_CRITICAL
+import numpy as np
+
 from drivecompress.pipeline.recipe import Budgets, Targets
 
 
-def check_gate(baseline: dict[str, Any], final: dict[str, Any], budgets: Budgets) -> dict[str, Any]:
-    """``{"passed": bool, "violations": [str]}``; a budget whose metric was not measured is a violation
-    (the gate never passes a model on numbers it did not measure)."""
+def mcnemar_one_sided(lost: int, gained: int) -> float:
+    """Exact one-sided McNemar p-value that the candidate is worse: P(X >= lost), X ~ Bin(lost + gained, 1/2)."""
+    n = lost + gained
+    if n == 0 or lost == 0:
+        return 1.0
+    return min(1.0, sum(math.comb(n, k) for k in range(lost, n + 1)) / 2.0**n)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone), in the input order."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    adj, running = [1.0] * len(pvalues), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+        adj[i] = running
+    return adj
+
+
+def paired_bound(lost: int, gained: int, n: int, confidence: float) -> tuple[float, float]:
+    """(difference, one-sided lower confidence bound) of accuracy, candidate minus baseline, as fractions."""
+    if n == 0:
+        return 0.0, -math.inf
+    d = (gained - lost) / n
+    var = max(0.0, (lost + gained) / n - d * d)
+    return d, d - NormalDist().inv_cdf(confidence) * math.sqrt(var / n)
+
+
+def paired_counts(base_pred: np.ndarray, cand_pred: np.ndarray, labels: np.ndarray, classes: np.ndarray | None = None
+                  ) -> tuple[int, int, int]:
+    """(lost, gained, n) over the images of ``classes`` (all images when None)."""
+    m = np.ones(len(labels), bool) if classes is None else np.isin(labels, classes)
+    b, c = base_pred[m] == labels[m], cand_pred[m] == labels[m]
+    return int((b & ~c).sum()), int((~b & c).sum()), int(m.sum())
+
+
+def _pooled(label: str, lost: int, gained: int, n: int, budget: float,
+            conf: float) -> tuple[dict[str, Any], str | None]:
+    d, lo = paired_bound(lost, gained, n, conf)
+    row = {"scope": label, "n": n, "lost": lost, "gained": gained, "difference_points": 100 * d,
+           "lower_bound_points": 100 * lo, "budget_points": budget, "confidence": conf}
+    if d < -budget / 100:
+        return row | {"verdict": "degraded"}, (
+            f"{label}: degraded, accuracy {100 * d:+.2f} points ({lost} images lost, {gained} gained of {n}), "
+            f"budget -{budget:.2f}")
+    if lo < -budget / 100:
+        return row | {"verdict": "cannot be certified"}, (
+            f"{label}: cannot be certified with {n} test images: {100 * d:+.2f} points, but the {100 * conf:.0f}% "
+            f"lower bound {100 * lo:+.2f} is below -{budget:.2f} ({lost} lost, {gained} gained)")
+    return row | {"verdict": "ok"}, None
+
+
+def class_evidence(base_pred: np.ndarray, cand_pred: np.ndarray, labels: np.ndarray, classes: Sequence[int],
+                   names: Sequence[str], budget: float, significance: float) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per class: n, lost, gained, tolerance, McNemar p (raw and Holm-adjusted), verdict; and the violations."""
+    rows = []
+    for c in classes:
+        lost, gained, n = paired_counts(base_pred, cand_pred, labels, np.array([c]))
+        rows.append({"class": int(c), "name": names[c] if c < len(names) else str(c), "n": n, "lost": lost,
+                     "gained": gained, "net_loss": lost - gained,
+                     "tolerance": max(1, math.floor(budget / 100 * n)), "p_value": mcnemar_one_sided(lost, gained)})
+    for row, p in zip(rows, holm([r["p_value"] for r in rows]), strict=True):
+        row["p_holm"] = p
+    v = []
+    for r in rows:
+        what = f"class {r['class']} ({r['name']}): {r['lost']} of {r['n']} images lost, {r['gained']} gained"
+        if r["p_holm"] < significance:
+            r["verdict"] = "systematic loss"
+            v.append(f"{what}: systematic loss (McNemar p = {r['p_value']:.2g}, Holm-adjusted {r['p_holm']:.2g} "
+                     f"< {significance:g})")
+        elif r["net_loss"] > r["tolerance"]:
+            r["verdict"] = "degraded"
+            v.append(f"{what}: degraded, net loss {r['net_loss']} > tolerance {r['tolerance']} "
+                     f"(budget {budget:g} points of {r['n']}, at least 1 image)")
+        else:
+            r["verdict"] = "ok"
+    return rows, v
+
+
+def check_gate(baseline: dict[str, Any], final: dict[str, Any], budgets: Budgets, safety: Sequence[int] = (),
+               names: Sequence[str] = (), labels: np.ndarray | None = None) -> dict[str, Any]:
+    """``{"passed", "violations": [str], "classes": [...], "pooled": [...]}``. A budget whose metric was not
+    measured, or a non-finite metric, is a violation: the gate never passes a model on numbers it lacks."""
     v: list[str] = []
-    if budgets.max_accuracy_drop is not None:
-        drop = 100.0 * (baseline["accuracy"] - final["accuracy"])
-        if drop > budgets.max_accuracy_drop:
-            v.append(f"accuracy dropped {drop:.2f} points ({100 * baseline['accuracy']:.2f}% -> "
-                     f"{100 * final['accuracy']:.2f}%), budget {budgets.max_accuracy_drop:.2f}")
-    if budgets.max_safety_recall_drop is not None:
-        for c in sorted(SAFETY_CRITICAL):
-            b, f = baseline["per_class_recall"][c], final["per_class_recall"][c]
-            if b == b and f == f and 100.0 * (b - f) > budgets.max_safety_recall_drop:
-                v.append(f"recall of safety-critical class {c} ({CLASS_NAMES[c]}) dropped {100 * (b - f):.2f} "
-                         f"points ({100 * b:.2f}% -> {100 * f:.2f}%), budget {budgets.max_safety_recall_drop:.2f}")
-    if budgets.max_latency_ms is not None and final["latency_ms_p50"] > budgets.max_latency_ms:
-        v.append(f"batch-1 p50 latency {final['latency_ms_p50']:.3f} ms exceeds {budgets.max_latency_ms:.3f} ms")
-    if budgets.max_size_bytes is not None and final["size_bytes"] > budgets.max_size_bytes:
-        v.append(f"size {final['size_bytes']:,} bytes exceeds {budgets.max_size_bytes:,} bytes")
+    out: dict[str, Any] = {"classes": [], "pooled": []}
+    for key in ("accuracy", "latency_ms_p50", "size_bytes"):
+        val = final.get(key)
+        if val is not None and not (isinstance(val, int | float) and math.isfinite(val)):
+            v.append(f"final {key} is not a finite number ({val!r})")
+    paired = labels is not None and "predictions" in baseline and "predictions" in final
+    wants_paired = budgets.max_accuracy_drop is not None or (budgets.max_safety_recall_drop is not None and safety)
+    if wants_paired and not paired:
+        v.append("accuracy budgets set but per-image predictions of baseline and final were not measured")
+    if paired and not v:
+        bp, fp, y = np.asarray(baseline["predictions"]), np.asarray(final["predictions"]), np.asarray(labels)
+        if not (len(bp) == len(fp) == len(y)):
+            v.append(f"per-image predictions cover {len(bp)} / {len(fp)} images, the test set has {len(y)}")
+        else:
+            conf = budgets.confidence
+            if budgets.max_accuracy_drop is not None:
+                row, bad = _pooled("all test images", *paired_counts(bp, fp, y), budgets.max_accuracy_drop, conf)
+                out["pooled"].append(row)
+                v += [bad] if bad else []
+            if budgets.max_safety_recall_drop is not None and safety:
+                cls = sorted(int(c) for c in safety)
+                rows, bad_cls = class_evidence(bp, fp, y, cls, names, budgets.max_safety_recall_drop,
+                                               budgets.significance)
+                out["classes"] = rows
+                row, bad = _pooled("safety-critical images", *paired_counts(bp, fp, y, np.array(cls)),
+                                   budgets.max_safety_recall_drop, conf)
+                out["pooled"].append(row)
+                v += bad_cls + ([bad] if bad else [])
+    if budgets.max_latency_ms is not None and not final.get("latency_ms_p50", math.inf) <= budgets.max_latency_ms:
+        v.append(f"batch-1 p50 latency {final.get('latency_ms_p50')} ms exceeds {budgets.max_latency_ms:.3f} ms")
+    if budgets.max_size_bytes is not None and not final.get("size_bytes", math.inf) <= budgets.max_size_bytes:
+        v.append(f"size {final.get('size_bytes')} bytes exceeds {budgets.max_size_bytes:,} bytes")
     if budgets.max_corruption_accuracy_drop is not None:
-        if "corruption_accuracy" not in final or "corruption_accuracy" not in baseline:
+        if final.get("corruption_accuracy") is None or baseline.get("corruption_accuracy") is None:
             v.append("corruption accuracy budget set but corruption accuracy was not measured")
         else:
             drop = 100.0 * (baseline["corruption_accuracy"] - final["corruption_accuracy"])
-            if drop > budgets.max_corruption_accuracy_drop:
+            if not drop <= budgets.max_corruption_accuracy_drop:
                 v.append(f"corruption accuracy dropped {drop:.2f} points, budget "
                          f"{budgets.max_corruption_accuracy_drop:.2f}")
-    return {"passed": not v, "violations": v}
+    return {"passed": not v, "violations": v, **out}
 
 
 def _ratio_target(label: str, got: float, goal: float, more: str) -> dict[str, Any]:

@@ -13,12 +13,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from drivecompress.core import StepConfig, lookup, step_types
 from drivecompress.errors import BadInputError
-from drivecompress.pipeline.registry import StepConfig, lookup, step_types
 
 
 class Budgets(BaseModel):
-    """Limits the final model must meet, else the run exits 3 and the model is kept as rejected."""
+    """Limits the final model must meet, else the run exits 3 and the model is kept as rejected. The accuracy
+    budgets are judged on paired per-image evidence (see ``pipeline/gate.py`` for the exact rules)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     max_accuracy_drop: float | None = Field(None, description="points of top-1 accuracy")
@@ -26,6 +27,8 @@ class Budgets(BaseModel):
     max_latency_ms: float | None = Field(None, description="batch-1 p50, one thread")
     max_size_bytes: int | None = None
     max_corruption_accuracy_drop: float | None = Field(None, description="points; needs robustness metrics")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="one-sided confidence of the non-inferiority bounds")
+    significance: float = Field(0.05, gt=0, lt=0.5, description="Holm-adjusted McNemar level for a systematic loss")
 
 
 class Targets(BaseModel):

@@ -1,8 +1,10 @@
 """Run a recipe: measure the input model, run each step, measure after each, gate, write the run folder.
 
-Run folder (all writes atomic):
+The runner only sequences: every step's algorithm lives next to its technique (``core.register_step``).
+
+Run folder (all writes atomic; nothing is written before every input has been checked):
   recipe.yaml            the resolved recipe (defaults filled in, overrides applied)
-  baseline.onnx          the unmodified input model, fp32 (parity checked)
+  baseline.onnx          the unmodified input model, fp32 (parity checked when exported from PyTorch)
   steps/NN-type/         per-step checkpoint (model/ safetensors + JSON, model.onnx when quantized) and
                          done.json, written last: its presence marks the step complete for --resume
   model.onnx             the final model if the gate passed, else model.rejected.onnx
@@ -12,29 +14,32 @@ Run folder (all writes atomic):
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+import torch.nn as nn
 import yaml
 from rich.console import Console
 
-from drivecompress.data.dataset import make_splits
-from drivecompress.data.gtsrb import load_gtsrb
+from drivecompress.core import Context, State, lookup
+from drivecompress.data.api import Data
 from drivecompress.data.transforms import deploy_input
 from drivecompress.errors import BadInputError, GateRefusedError
 from drivecompress.evaluate.compare import measure_onnx, ratios, speed_verdict
 from drivecompress.evaluate.complexity import count_macs, count_params
 from drivecompress.evaluate.latency import SpeedConfig
-from drivecompress.evaluate.loading import load_model_arg
+from drivecompress.evaluate.loading import LoadedModel
 from drivecompress.evaluate.machine import machine_info
 from drivecompress.evaluate.predictor import OnnxPredictor
 from drivecompress.evaluate.robustness import RobustnessConfig, robustness_report
 from drivecompress.export.onnx import export_onnx
 from drivecompress.pipeline.gate import check_gate, check_targets
 from drivecompress.pipeline.recipe import Recipe
-from drivecompress.pipeline.registry import Context, State, lookup
 from drivecompress.train.checkpoint import load_checkpoint, save_checkpoint
 from drivecompress.utils.device import seed_everything, select_device
 from drivecompress.utils.io import atomic_write_json, atomic_write_text
@@ -42,78 +47,122 @@ from drivecompress.utils.io import atomic_write_json, atomic_write_text
 _err = Console(stderr=True)
 
 
-def _measure(state: State, artifact: Path, test, recipe: Recipe, speed: SpeedConfig) -> dict[str, Any]:
+def check_plan(recipe: Recipe, has_module: bool, source: str) -> None:
+    """Refuse, before anything is written, a recipe the input cannot take: a step that needs the PyTorch
+    module on an ONNX input, or a float-model step after a quantization step."""
+    quantized_at = None
+    for i, (kind, cfg) in enumerate(recipe.steps):
+        if cfg.needs_module and not has_module:
+            raise BadInputError(f"{source}: step {i} ({kind}) needs {cfg.needs}, but an .onnx input has only the "
+                                "graph (give a checkpoint folder or an nn.Module, or use graph-only steps such as ptq)")
+        if quantized_at is not None:
+            raise BadInputError(f"recipe step {i} ({kind}): needs a float model, but step {quantized_at} already "
+                                "quantized it")
+        if kind in ("ptq", "qat"):
+            quantized_at = i
+
+
+def check_onnx_input(path: Path, data: Data) -> None:
+    """An ONNX model must take the data's images: one NCHW input whose fixed dimensions match."""
+    p = OnnxPredictor(path)
+    dims = p.input_dims
+    if len(dims) != 4:
+        raise BadInputError(f"{path}: input '{p.input_name}' has rank {len(dims)}, expected 4 (N, C, H, W)")
+    for got, want, what in zip(dims[1:], data.input_shape, ("channels", "height", "width"), strict=True):
+        if isinstance(got, int) and got != want:
+            raise BadInputError(f"{path}: input '{p.input_name}' has {got} {what}, the data has {want}")
+    if isinstance(dims[0], int) and dims[0] != 1:
+        raise BadInputError(f"{path}: input batch is fixed at {dims[0]}; export it with a dynamic batch dimension")
+    out = p.output_dims
+    if len(out) == 2 and isinstance(out[1], int) and out[1] != data.num_classes:
+        raise BadInputError(f"{path}: output '{p.output_name}' has {out[1]} classes, the data has {data.num_classes}")
+
+
+def _measure(state: State, artifact: Path, data: Data, recipe: Recipe, speed: SpeedConfig) -> dict[str, Any]:
     """The same metrics for every stage, measured on ONNX Runtime; robustness figures when the recipe asks
     (adversarial examples crafted on the float module, transferred when the artifact is quantized)."""
-    m = measure_onnx(artifact, test, speed)
-    m["macs"] = count_macs(state.module)
-    m["params"] = count_params(state.module)
+    test = data.test.head(recipe.evaluation.test_subset, seed=recipe.seed)
+    m = measure_onnx(artifact, test, speed, data.safety_critical, data.num_classes)
+    if state.module is not None:
+        m["macs"] = count_macs(state.module, data.input_shape)
+        m["params"] = count_params(state.module)
+    else:
+        m["macs"] = None
     m["artifact"] = str(artifact.name)
     ev = recipe.evaluation
     if ev.robustness:
         cfg = RobustnessConfig(corruption_images=ev.robustness_images, attack_images=ev.attack_images,
-                               seed=recipe.seed)
+                               seed=recipe.seed, safety_critical=tuple(sorted(data.safety_critical)))
         rob = robustness_report(OnnxPredictor(artifact), test, cfg, state.module, transfer=state.onnx_path is not None)
         m["corruption_accuracy"] = rob["corruption_accuracy"]
-        m["adversarial_accuracy"] = rob["adversarial_accuracy"]
+        m["adversarial_accuracy"] = rob.get("adversarial_accuracy")
         m["robustness"] = {k: rob[k] for k in ("corruptions", "min_safety_recall_under_corruption", "adversarial")}
     return m
 
 
 def _prepare_out(out: Path, recipe: Recipe, resume: bool) -> None:
     stored = out / "recipe.yaml"
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"{out}: --out names a file, not a folder")
     if out.exists() and any(out.iterdir()) and not resume:
         raise BadInputError(f"{out}: already holds a run; use --resume to continue it or choose another --out")
     if resume and stored.exists() and yaml.safe_load(stored.read_text()) != recipe.resolved():
         raise BadInputError(f"{stored}: the recipe differs from the one this run started with; cannot resume")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(stored, yaml.safe_dump(recipe.resolved(), sort_keys=False))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(stored, yaml.safe_dump(recipe.resolved(), sort_keys=False))
+    except OSError as exc:
+        raise BadInputError(f"{out}: cannot write the run folder ({exc.strerror})") from exc
 
 
-def _load_done(step_dir: Path) -> tuple[State, dict[str, Any]] | None:
+def _load_done(step_dir: Path, template: nn.Module | None) -> tuple[State, dict[str, Any]] | None:
     done = step_dir / "done.json"
     if not done.exists():
         return None
-    import json
-
     rec = json.loads(done.read_text())
-    module, _ = load_checkpoint(step_dir / "model")
+    module = load_checkpoint(step_dir / "model", template=template)[0] if (step_dir / "model").exists() else None
     onnx_path = step_dir / "model.onnx" if (step_dir / "model.onnx").exists() else None
     return State(module=module, onnx_path=onnx_path, notes=rec.get("notes", {})), rec
 
 
-def run_recipe(model_arg: str, recipe: Recipe, out: Path, resume: bool = False, data: str | None = None,
-               device: str | None = None) -> dict[str, Any]:
-    """Run ``recipe`` on ``model_arg`` into ``out``; raises GateRefusedError (exit 3) when budgets fail."""
-    out = Path(out)
-    _prepare_out(out, recipe, resume)
-    loaded = load_model_arg(model_arg)
-    if loaded.module is None:
-        raise BadInputError(f"{model_arg}: compress needs a checkpoint folder or 'baseline', not an .onnx file")
-    splits = make_splits(load_gtsrb(data), seed=recipe.seed)
-    test = splits.test.head(recipe.evaluation.test_subset, seed=recipe.seed)
-    check = deploy_input(test.x[:64])
-    speed = SpeedConfig(runs=recipe.evaluation.latency_runs, throughput_seconds=recipe.evaluation.throughput_seconds)
-    dev = select_device(device)
+def _baseline(loaded: LoadedModel, out: Path, data: Data, recipe: Recipe, speed: SpeedConfig,
+              resume: bool) -> dict[str, Any]:
     base_json = out / "baseline_metrics.json"
     if resume and base_json.exists():
-        import json
-
-        baseline = json.loads(base_json.read_text())
+        return json.loads(base_json.read_text())
+    _err.print(f"[bold]compress[/]: measuring the input model {loaded.source} ...")
+    if loaded.module is not None:
+        export_onnx(loaded.module, out / "baseline.onnx", deploy_input(data.test.x[:64]))
     else:
-        _err.print(f"[bold]compress[/]: measuring the input model {loaded.source} ...")
-        export_onnx(loaded.module, out / "baseline.onnx", check)
-        baseline = _measure(State(module=loaded.module), out / "baseline.onnx", test, recipe, speed)
-        atomic_write_json(base_json, baseline)
+        shutil.copyfile(loaded.onnx_path, out / "baseline.onnx")
+    baseline = _measure(State(module=loaded.module), out / "baseline.onnx", data, recipe, speed)
+    atomic_write_json(base_json, baseline)
+    return baseline
+
+
+def run_recipe(loaded: LoadedModel, recipe: Recipe, data: Data, out: str | Path, resume: bool = False,
+               device: str | torch.device | None = None) -> dict[str, Any]:
+    """Run ``recipe`` on the loaded input model into ``out``; raises GateRefusedError (exit 3) when the gate
+    refuses (the run folder and the rejected model are kept) and BadInputError for inputs it cannot take."""
+    out = Path(out)
+    check_plan(recipe, loaded.module is not None, str(loaded.source))
+    if loaded.module is None:
+        check_onnx_input(loaded.onnx_path, data)
+    dev = device if isinstance(device, torch.device) else select_device(device)
+    _prepare_out(out, recipe, resume)
+    speed = SpeedConfig(runs=recipe.evaluation.latency_runs, throughput_seconds=recipe.evaluation.throughput_seconds)
+    check = deploy_input(data.test.x[:64])
+    baseline = _baseline(loaded, out, data, recipe, speed, resume)
     # Steps change their model in place; the input model stays untouched as the distillation teacher.
-    state = State(module=copy.deepcopy(loaded.module))
+    state = State(module=copy.deepcopy(loaded.module), fp32_onnx=out / "baseline.onnx")
     records = []
     for i, (kind, cfg) in enumerate(recipe.steps):
         name = cfg.name or kind
         step_dir = out / "steps" / f"{i:02d}-{kind}"
-        prev = _load_done(step_dir) if resume else None
+        prev = _load_done(step_dir, loaded.module) if resume else None
         if prev is not None:
             state, rec = prev
+            state.fp32_onnx = out / "baseline.onnx"
             _err.print(f"[bold]compress[/]: step {i + 1}/{len(recipe.steps)} {name}: done earlier, resumed")
             records.append(rec)
             continue
@@ -123,26 +172,42 @@ def run_recipe(model_arg: str, recipe: Recipe, out: Path, resume: bool = False, 
         _err.print(f"[bold]compress[/]: step {i + 1}/{len(recipe.steps)} {name} ...")
         seed_everything(recipe.seed + i)
         _, handler = lookup(kind)
-        if cfg.needs_float_model and state.onnx_path is not None:
-            raise BadInputError(f"step {i} ({kind}): needs a float model, but an earlier step already quantized it")
         t0 = time.perf_counter()
         try:
-            state = handler(state, cfg, Context(splits, loaded.module, step_dir, dev, recipe.seed + i))
+            state = handler(state, cfg, Context(data, loaded.module, step_dir, dev, recipe.seed + i))
         except ValueError as exc:
+            if isinstance(exc, BadInputError):
+                raise
             raise BadInputError(f"step {i} ({kind}): {exc}") from exc
         seconds = time.perf_counter() - t0
-        save_checkpoint(step_dir / "model", state.module)
+        if state.module is not None:
+            save_checkpoint(step_dir / "model", state.module, {"class_names": list(data.class_names)},
+                            input_shape=data.input_shape)
         artifact = state.onnx_path or export_onnx(state.module, step_dir / "model_fp32.onnx", check).path
-        metrics = _measure(state, artifact, test, recipe, speed)
+        metrics = _measure(state, artifact, data, recipe, speed)
         rec = {"name": name, "type": kind, "seconds": round(seconds, 1), "metrics": metrics, "notes": state.notes}
         atomic_write_json(step_dir / "done.json", rec)
         records.append(rec)
-    return _finish(out, recipe, loaded, baseline, records, state)
+    return _finish(out, recipe, loaded, data, baseline, records)
 
 
-def _finish(out: Path, recipe: Recipe, loaded, baseline, records, state: State) -> dict[str, Any]:
+def newly_missed(baseline: dict[str, Any], final: dict[str, Any], test, data: Data,
+                 limit: int = 48) -> list[dict[str, Any]]:
+    """Safety-critical test images the baseline got right and the final model gets wrong (the first
+    ``limit``), with true and predicted class names: the evidence behind a per-class verdict."""
+    if "predictions" not in baseline or "predictions" not in final:
+        return []
+    b, f, y = np.asarray(baseline["predictions"]), np.asarray(final["predictions"]), test.y
+    idx = np.flatnonzero((b == y) & (f != y) & np.isin(y, sorted(data.safety_critical)))[:limit]
+    names = data.class_names
+    return [{"index": int(i), "true": names[y[i]], "predicted": names[f[i]]} for i in idx]
+
+
+def _finish(out: Path, recipe: Recipe, loaded: LoadedModel, data: Data, baseline: dict[str, Any],
+            records: list[dict[str, Any]]) -> dict[str, Any]:
     final = records[-1]["metrics"] if records else baseline
-    gate = check_gate(baseline, final, recipe.budgets)
+    test = data.test.head(recipe.evaluation.test_subset, seed=recipe.seed)
+    gate = check_gate(baseline, final, recipe.budgets, sorted(data.safety_critical), data.class_names, test.y)
     last_dir = out / "steps" / f"{len(records) - 1:02d}-{records[-1]['type']}"
     artifact = last_dir / final["artifact"]
     target = out / ("model.onnx" if gate["passed"] else "model.rejected.onnx")
@@ -150,17 +215,27 @@ def _finish(out: Path, recipe: Recipe, loaded, baseline, records, state: State) 
         if stale.exists() and stale != target:
             stale.unlink()
     shutil.copyfile(artifact, target)
+    final = {**final, "artifact": target.name}
+    missed = newly_missed(baseline, final, test, data)
+    if missed:
+        from drivecompress.report.plots import thumbnails
+
+        png = thumbnails(test.x[[m["index"] for m in missed]], [f"{m['true']} → {m['predicted']}" for m in missed])
+        atomic_write_text(out / "missed_safety.png.b64", png)
     report = {
         "baseline": baseline,
         "steps": [{k: r[k] for k in ("name", "type", "seconds", "metrics")} | {"notes": r.get("notes", {})}
                   for r in records],
         "final": final,
         "gate": gate,
+        "newly_missed_safety": missed,
         "targets": check_targets(baseline, final, recipe.targets),
         "ratios": ratios(baseline, final),
         "speed_verdict": speed_verdict(baseline, final, "the final model"),
         "model": str(loaded.source),
         "artifact": target.name,
+        "classes": {"names": list(data.class_names), "safety_critical": sorted(data.safety_critical)},
+        "data": data.source,
         "recipe": recipe.resolved(),
         "machine": machine_info(),
     }
@@ -169,5 +244,5 @@ def _finish(out: Path, recipe: Recipe, loaded, baseline, records, state: State) 
 
     write_html(report, out / "report.html")
     if not gate["passed"]:
-        raise GateRefusedError(f"{out / 'report.json'}: " + "; ".join(gate["violations"]))
+        raise GateRefusedError(f"{out / 'report.json'}: " + "; ".join(gate["violations"]), report)
     return report

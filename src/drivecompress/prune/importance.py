@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch_pruning as tp
@@ -43,6 +42,3 @@ def accumulate_gradients(model: nn.Module, data: LabeledImages, batches: int = 4
 def needs_gradients(name: ImportanceName) -> bool:
     return name == "taylor"
 
-
-def example_input() -> torch.Tensor:
-    return torch.rand(1, 3, 32, 32)

@@ -5,25 +5,35 @@ but a dense runtime multiplies by zero just as fast as by anything else — late
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import math
-import zipfile
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.utils.prune as tprune
+from pydantic import Field
+
+from drivecompress.core import Context, State, register_step
+from drivecompress.data.api import Data
+from drivecompress.train.finetune import TuningConfig, finetune
+from drivecompress.train.loop import evaluate_accuracy
 
 
-@dataclass(frozen=True)
-class UnstructuredConfig:
-    sparsity: float = 0.8
+class UnstructuredConfig(TuningConfig):
+    """Gradual global (or per-layer) magnitude pruning to ``sparsity`` over ``iterations`` steps, fine-tuned
+    between them (distilled from the input model by default); masks made permanent."""
+
+    sparsity: float = Field(0.8, gt=0, lt=1)
     global_pruning: bool = True
     include_linear: bool = False
+    iterations: int = Field(3, ge=1)
+    finetune_epochs: int = Field(1, ge=0, description="epochs of fine-tuning after each pruning step")
+    recovery_epochs: int = Field(2, ge=0, description="fine-tuning after the last step")
 
 
 def prunable_weights(model: nn.Module, include_linear: bool = False) -> list[tuple[nn.Module, str]]:
-    kinds = (nn.Conv2d, nn.Linear) if include_linear else (nn.Conv2d,)
+    kinds = (nn.modules.conv._ConvNd, nn.Linear) if include_linear else (nn.modules.conv._ConvNd,)
     return [(m, "weight") for m in model.modules() if isinstance(m, kinds)]
 
 
@@ -71,15 +81,32 @@ def conv_sparsity(model: nn.Module) -> float:
     """Fraction of zero weights over all convolutions together."""
     zeros = total = 0
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.modules.conv._ConvNd):
             zeros += int((m.weight == 0).sum())
             total += m.weight.numel()
     return zeros / max(1, total)
 
 
-def zipped_size(data: bytes) -> int:
-    """Deflate-compressed size: what sparse weights save when the file is shipped compressed."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-        z.writestr("w", data)
-    return len(buf.getvalue())
+def sparsify(model: nn.Module, data: Data, cfg: UnstructuredConfig | None = None, *,
+             teacher: nn.Module | None = None, device: torch.device | str | None = None,
+             seed: int = 0) -> dict[str, Any]:
+    """Zero ``cfg.sparsity`` of the weights of ``model`` in place, gradually, with fine-tuning; returns notes
+    with the sparsity really reached per layer and the validation accuracy after each step."""
+    cfg = cfg or UnstructuredConfig()
+    if not prunable_weights(model, cfg.include_linear):
+        raise ValueError(f"{type(model).__name__} has no convolution weights to sparsify "
+                         "(set include_linear: true for linear layers)")
+    history = []
+    for k, target in enumerate(gradual_schedule(cfg.sparsity, cfg.iterations)):
+        apply_sparsity(model, target, cfg)
+        epochs = cfg.finetune_epochs if k < cfg.iterations - 1 else cfg.recovery_epochs
+        finetune(model, data, cfg, epochs, teacher=teacher, device=device, seed=seed, label=f"sparsity {target:.2f}")
+        history.append({"target": target, "val_accuracy": evaluate_accuracy(model, data.val, "cpu")})
+    make_permanent(model)
+    return {"history": history, "conv_sparsity": conv_sparsity(model), "layer_sparsity": layer_sparsity(model)}
+
+
+@register_step("unstructured", UnstructuredConfig)
+def _unstructured_step(state: State, cfg: UnstructuredConfig, ctx: Context) -> State:
+    notes = sparsify(state.module, ctx.data, cfg, teacher=ctx.teacher, device=ctx.device, seed=ctx.seed)
+    return dataclasses.replace(state, notes=notes)

@@ -12,12 +12,12 @@ from drivecompress.errors import BadInputError
 
 
 def check_calibration_images(images: np.ndarray, where: str = "calibration set") -> np.ndarray:
-    """Calibration images must be float NCHW [N,3,32,32] in [0, 1] — the deploy input — or uint8 NHWC."""
+    """Calibration images must be the deploy input — float NCHW in [0, 1] — or uint8 NHWC images."""
     arr = np.asarray(images)
-    if arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[1:] == (32, 32, 3):
+    if arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[-1] in (1, 3):
         return deploy_input(arr)
-    if arr.ndim != 4 or arr.shape[1:] != (3, 32, 32):
-        raise BadInputError(f"{where}: shape {arr.shape}, expected [N, 3, 32, 32] float or [N, 32, 32, 3] uint8")
+    if arr.ndim != 4:
+        raise BadInputError(f"{where}: shape {arr.shape}, expected [N, C, H, W] float or [N, H, W, C] uint8")
     if len(arr) == 0:
         raise BadInputError(f"{where}: no images")
     if not np.issubdtype(arr.dtype, np.floating):

@@ -55,22 +55,25 @@ class ActFakeQuant(nn.Module):
         return torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, 255)
 
 
-def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
-    """Symmetric per-output-channel int8 fake quantization (straight-through gradient)."""
+def fake_quant_weight(w: torch.Tensor, qmax: int = 127) -> torch.Tensor:
+    """Symmetric per-output-channel int8 fake quantization (straight-through gradient); ``qmax`` 63 keeps
+    7-bit weights (``reduce_range``, for CPUs whose int8 kernels saturate)."""
     dims = tuple(range(1, w.ndim))
-    scale = (w.detach().abs().amax(dim=dims) / 127.0).clamp_min(1e-12).float()
+    scale = (w.detach().abs().amax(dim=dims) / float(qmax)).clamp_min(1e-12).float()
     zp = torch.zeros(w.shape[0], dtype=torch.int32, device=w.device)
     if _exporting():  # constants, so the exported QuantizeLinear(weight) can be folded into int8 storage
         scale = torch.tensor(scale.tolist(), dtype=torch.float32)
         zp = torch.tensor(zp.tolist(), dtype=torch.int32)
-    return torch.fake_quantize_per_channel_affine(w, scale, zp, 0, -128, 127)
+    if _exporting():  # ONNX allows only the full int8 range; scale = max|w|/qmax already keeps |q| <= qmax
+        return torch.fake_quantize_per_channel_affine(w, scale, zp, 0, -128, 127)
+    return torch.fake_quantize_per_channel_affine(w, scale, zp, 0, -qmax - 1, qmax)
 
 
 class QConv(nn.Module):
     """Conv with BatchNorm folded in (frozen statistics), fake-quantized weights, optional ReLU, and an
     output activation quantizer: exports as DQ(w) -> Conv -> [Relu] -> Q -> DQ, which ORT fuses."""
 
-    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, relu: bool) -> None:
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, act: str | None, qmax: int = 127) -> None:
         super().__init__()
         w = conv.weight.detach().clone()
         b = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.out_channels)
@@ -80,24 +83,30 @@ class QConv(nn.Module):
             b = (b - bn.running_mean) * g + bn.bias.detach()
         self.weight = nn.Parameter(w)
         self.bias = nn.Parameter(b)
-        self.stride, self.padding, self.groups = conv.stride, conv.padding, conv.groups
-        self.relu = relu
-        self.out_fq = ActFakeQuant()
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        self.act = act
+        self.qmax = qmax
+        self.out_fq: nn.Module = ActFakeQuant()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.conv2d(x, fake_quant_weight(self.weight), self.bias, self.stride, self.padding, 1, self.groups)
-        if self.relu:
+        y = F.conv2d(x, fake_quant_weight(self.weight, self.qmax), self.bias, self.stride, self.padding, self.dilation,
+                     self.groups)
+        if self.act == "relu":
             y = F.relu(y)
+        elif self.act == "relu6":
+            y = F.relu6(y)
         return self.out_fq(y)
 
 
 class QLinear(nn.Module):
     """Linear with fake-quantized per-channel weights; float output (the logits)."""
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, qmax: int = 127) -> None:
         super().__init__()
+        self.qmax = qmax
         self.weight = nn.Parameter(linear.weight.detach().clone())
-        self.bias = nn.Parameter(linear.bias.detach().clone())
+        b = linear.bias.detach().clone() if linear.bias is not None else torch.zeros(linear.out_features)
+        self.bias = nn.Parameter(b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, fake_quant_weight(self.weight), self.bias)
+        return F.linear(x, fake_quant_weight(self.weight, self.qmax), self.bias)

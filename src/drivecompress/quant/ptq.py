@@ -13,15 +13,21 @@ import fnmatch
 import logging
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import onnx
+import torch.nn as nn
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+from pydantic import Field
 
+from drivecompress.core import Context, State, StepConfig, register_step
+from drivecompress.data.api import Data
+from drivecompress.data.transforms import deploy_input
 from drivecompress.errors import BadInputError
+from drivecompress.evaluate.machine import int8_saturates
 from drivecompress.quant.calibration import ImageReader, check_calibration_images
 from drivecompress.utils.io import atomic_write
 
@@ -31,18 +37,22 @@ _METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
 
 
-@dataclass(frozen=True)
-class PTQConfig:
+class PTQConfig(StepConfig):
     """Static quantization settings. Defaults chosen by ``benchmarks/bench_quant.py`` on the shipped baseline:
-    percentile calibration lost 0.25 points vs 0.31 for min-max and entropy, at the same int8 speed."""
+    percentile calibration lost 0.25 points vs 0.31 for min-max and entropy, at the same int8 speed. Works on
+    the float ONNX graph alone, so an ONNX input model can take it."""
 
+    needs_module: ClassVar[bool] = False
     calibration: CalibName = "percentile"
-    calibration_images: int = 512
-    percentile: float = 99.999
+    calibration_images: int = Field(512, ge=1)
+    percentile: float = Field(99.999, gt=0, le=100)
     per_channel: bool = True
     preprocess: bool = True
-    exclude: tuple[str, ...] = field(default_factory=tuple)
-    """Node names or glob patterns (e.g. ``"*classifier*"``) kept in float."""
+    exclude: list[str] = Field(default_factory=list,
+                               description='node names or glob patterns (e.g. "*classifier*") kept in float')
+    max_drop_points: float | None = Field(None, ge=0, description="sensitivity-guided float fallback budget")
+    reduce_range: bool | None = Field(None, description="7-bit weights; default: on CPUs whose int8 kernels "
+                                      "saturate (x86 without VNNI)")
 
 
 @dataclass(frozen=True)
@@ -68,7 +78,7 @@ def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in QUANTIZABLE_OPS]
 
 
-def resolve_patterns(names: list[str], patterns: tuple[str, ...]) -> list[str]:
+def resolve_patterns(names: list[str], patterns: list[str]) -> list[str]:
     """Node names matching any pattern; a pattern matching nothing is an error naming it."""
     out: list[str] = []
     for pat in patterns:
@@ -120,6 +130,7 @@ def quantize_ptq(
             quantize_static(
                 str(model_in), str(tmp_out), ImageReader(images),
                 quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel,
+                reduce_range=int8_saturates() if cfg.reduce_range is None else cfg.reduce_range,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=_METHODS[cfg.calibration],
                 nodes_to_exclude=excluded or None, nodes_to_quantize=only_nodes,
@@ -146,3 +157,37 @@ def int8_weight_count(path: str | Path) -> dict[str, int]:
             kinds["float"] += 1
             kinds["float_elements"] += n
     return kinds
+
+
+def quantize(model: nn.Module | str | Path, data: Data, out: str | Path, cfg: PTQConfig | None = None, *,
+             seed: int = 0) -> dict[str, Any]:
+    """Int8 PTQ of a module (exported to float ONNX first, parity checked) or of a float ONNX file, calibrated on
+    ``data``'s training images; with ``cfg.max_drop_points`` the most sensitive layers stay float. Returns
+    notes (which nodes stayed float, per-node drops when measured)."""
+    from drivecompress.export.onnx import export_onnx
+    from drivecompress.quant.sensitivity import mixed_precision
+
+    cfg = cfg or PTQConfig()
+    out = Path(out)
+    calib = deploy_input(data.train.head(cfg.calibration_images, seed=seed).x)
+    tmp = None
+    if isinstance(model, nn.Module):
+        tmp = out.with_name(out.stem + ".fp32.onnx")
+        fp32 = export_onnx(model, tmp, deploy_input(data.val.x[:64])).path
+    else:
+        fp32 = Path(model)
+    try:
+        if cfg.max_drop_points is not None:
+            rep = mixed_precision(fp32, out, calib, data.val.head(2000, seed=seed), cfg, cfg.max_drop_points)
+            return {"kept_float": rep.kept_float, "per_node_drop": rep.per_node_drop}
+        return {"kept_float": quantize_ptq(fp32, out, calib, cfg).excluded_nodes}
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+@register_step("ptq", PTQConfig)
+def _ptq_step(state: State, cfg: PTQConfig, ctx: Context) -> State:
+    out = ctx.step_dir / "model.onnx"
+    notes = quantize(state.module if state.module is not None else state.fp32_onnx, ctx.data, out, cfg, seed=ctx.seed)
+    return State(module=state.module, onnx_path=out, fp32_onnx=state.fp32_onnx, notes=notes)

@@ -9,56 +9,141 @@ from __future__ import annotations
 import copy
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import torch
+import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 from onnx import numpy_helper
+from pydantic import Field
 
+from drivecompress.core import Context, State, StepConfig, register_step
+from drivecompress.data.api import Data
 from drivecompress.data.dataset import LabeledImages
+from drivecompress.data.transforms import deploy_input
+from drivecompress.evaluate.machine import int8_saturates
 from drivecompress.export.onnx import export_onnx
-from drivecompress.models.layers import InputNorm
 from drivecompress.quant.fakequant import ActFakeQuant, QConv, QLinear
 from drivecompress.train.loop import TrainConfig, TrainResult, fit
+from drivecompress.utils.device import select_device
 from drivecompress.utils.io import atomic_write
 
-_OUTPUT_QUANT_TYPES = ("BasicBlock", "InvertedResidual")
+_RELU_FUNCS = {F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", F.relu6: "relu6"}
 
 
-def _is_conv_bn(m: nn.Module) -> bool:
-    return isinstance(m, nn.Sequential) and len(m) >= 2 and isinstance(m[0], nn.Conv2d) and isinstance(
-        m[1], nn.BatchNorm2d
-    )
+def _act_of(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
+    """'relu' / 'relu6' when ``node`` applies one (as a module, a function or a method), else None."""
+    if node.op == "call_module":
+        m = modules.get(node.target)
+        return "relu6" if isinstance(m, nn.ReLU6) else "relu" if isinstance(m, nn.ReLU) else None
+    if node.op == "call_function":
+        return _RELU_FUNCS.get(node.target)
+    if node.op == "call_method" and node.target in ("relu", "relu_"):
+        return "relu"
+    return None
 
 
-def _attach_output_quant(module: nn.Module) -> None:
-    """Quantize a module's output through a forward hook (residual adds, the normalized input, pooling)."""
-    module.qat_out = ActFakeQuant()
-    module.register_forward_hook(lambda mod, _inp, out: mod.qat_out(out))
+def _only_user(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 and users[0].args and users[0].args[0] is node else None
 
 
-def prepare_qat(model: nn.Module) -> nn.Module:
-    """A fake-quantized copy of ``model`` (eval-mode BN statistics folded into the convolutions)."""
+def _set_module(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
+    parent_name, _, leaf = target.rpartition(".")
+    setattr(gm.get_submodule(parent_name) if parent_name else gm, leaf, module)
+
+
+def _fuse_layers(gm: fx.GraphModule, qmax: int) -> None:
+    """Conv [-> BatchNorm] [-> ReLU/ReLU6] chains become one QConv, Linear becomes QLinear — decided from the
+    graph's edges (a chain is fused only when each node is the previous one's only user), never from names."""
+    modules = dict(gm.named_modules())
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    for node in list(gm.graph.nodes):
+        mod = modules.get(node.target) if node.op == "call_module" else None
+        if type(mod) not in (nn.Conv2d, nn.Linear):
+            continue
+        if calls[node.target] > 1:
+            raise ValueError(f"layer '{node.target}' is called {calls[node.target]} times; "
+                             "QAT needs one call per layer")
+        if type(mod) is nn.Linear:
+            _set_module(gm, node.target, QLinear(mod, qmax))
+            continue
+        if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
+            raise ValueError(f"layer '{node.target}': padding {mod.padding!r}/{mod.padding_mode} "
+                             "is not supported by QAT")
+        chain, bn, act = [node], None, None
+        nxt = _only_user(node)
+        if nxt is not None and nxt.op == "call_module" and type(modules.get(nxt.target)) is nn.BatchNorm2d:
+            bn = modules[nxt.target]
+            chain.append(nxt)
+            nxt = _only_user(nxt)
+        if nxt is not None and (a := _act_of(nxt, modules)) is not None:
+            act = a
+            chain.append(nxt)
+        _set_module(gm, node.target, QConv(mod, bn, act, qmax))
+        if len(chain) > 1:
+            chain[-1].replace_all_uses_with(node)
+            for n in reversed(chain[1:]):
+                gm.graph.erase_node(n)
+
+
+def _insert_input_quantizers(gm: fx.GraphModule) -> int:
+    """Quantize the input of every QConv/QLinear whose producer is not already quantized (graph input,
+    pooling, additions, concatenations, gates): the value is quantized once, where it is produced, and every
+    consumer sees the quantized value — as the exported QDQ graph will compute it."""
+    modules = dict(gm.named_modules())
+
+    def quantized(n: fx.Node) -> bool:
+        return n.op == "call_module" and isinstance(modules.get(n.target), QConv | ActFakeQuant)
+
+    count = 0
+    for node in list(gm.graph.nodes):
+        if not (node.op == "call_module" and isinstance(modules.get(node.target), QConv | QLinear)):
+            continue
+        src = node.args[0]
+        if not isinstance(src, fx.Node) or quantized(src):
+            continue
+        name = f"qat_act_{count}"
+        gm.add_submodule(name, ActFakeQuant())
+        modules[name] = gm.get_submodule(name)
+        with gm.graph.inserting_after(src):
+            q = gm.graph.call_module(name, (src,))
+        src.replace_all_uses_with(q, delete_user_cb=lambda user, q=q: user is not q)
+        count += 1
+    for node in gm.graph.nodes:  # a conv whose output is the model's output keeps float logits
+        if node.op == "output":
+            for src in node.all_input_nodes:
+                if src.op == "call_module" and isinstance(modules.get(src.target), QConv):
+                    modules[src.target].out_fq = nn.Identity()
+    return count
+
+
+def prepare_qat(model: nn.Module, reduce_range: bool | None = None) -> fx.GraphModule:
+    """A fake-quantized copy of ``model`` (eval-mode BN statistics folded into the convolutions), made by
+    transforming the graph that ``torch.fx`` traces. A model it cannot trace is refused with the reason.
+    ``reduce_range`` (default: when this CPU's int8 kernels saturate) quantizes weights to 7 bits."""
+    if reduce_range is None:
+        reduce_range = int8_saturates()
     model = copy.deepcopy(model).cpu().eval()
-
-    def convert(parent: nn.Module) -> None:
-        for name, child in parent.named_children():
-            if _is_conv_bn(child):
-                setattr(parent, name, QConv(child[0], child[1], relu=any(isinstance(c, nn.ReLU) for c in child)))
-            elif isinstance(child, nn.Linear):
-                setattr(parent, name, QLinear(child))
-            else:
-                convert(child)
-
-    convert(model)
-    for m in model.modules():
-        kind = type(m).__name__
-        if isinstance(m, InputNorm | nn.AdaptiveAvgPool2d) or (
-            kind in _OUTPUT_QUANT_TYPES and (kind != "InvertedResidual" or m.use_res)
-        ):
-            _attach_output_quant(m)
-    return model
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises TraceError, TypeError, ... for dynamic control flow
+        raise ValueError(f"QAT needs a forward that torch.fx can trace; {type(model).__name__} cannot be: "
+                         f"{str(exc).splitlines()[0][:200]}") from exc
+    _fuse_layers(gm, 63 if reduce_range else 127)
+    _insert_input_quantizers(gm)
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()  # the folded BatchNorms and fused ReLUs
+    gm.recompile()
+    if not any(isinstance(m, QConv | QLinear) for m in gm.modules()):
+        raise ValueError(f"{type(model).__name__} has no Conv2d or Linear layer to quantize")
+    return gm.eval()
 
 
 @torch.no_grad()
@@ -92,7 +177,9 @@ def fold_weight_quantizers(path: str | Path) -> dict[str, int]:
             if scale.ndim == 1 and x.ndim > 1:
                 shape[axis] = -1
             info = np.iinfo(zp.dtype)
-            q = np.clip(np.round(x / scale.reshape(shape)) + zp.reshape(shape).astype(np.int64), info.min, info.max)
+            # x * (1 / scale) in float32, exactly as torch's fake_quantize kernels round (not x / scale).
+            inv = (np.float32(1.0) / scale.astype(np.float32)).reshape(shape)
+            q = np.clip(np.rint(x.astype(np.float32) * inv) + zp.reshape(shape).astype(np.int64), info.min, info.max)
             new_inits.append(numpy_helper.from_array(q.astype(zp.dtype), name=n.output[0]))
             folded += 1
         else:
@@ -120,25 +207,49 @@ def export_qat(model: nn.Module, path: str | Path, check_images: np.ndarray) -> 
     return {"max_abs_diff_vs_fakequant": res.max_abs_diff, **stats}
 
 
-def qat_finetune(
-    model: nn.Module,
-    train: LabeledImages,
-    val: LabeledImages,
-    cfg: TrainConfig | None = None,
-    device: torch.device | None = None,
-) -> tuple[nn.Module, TrainResult]:
-    """Prepare, calibrate and fine-tune a fake-quantized copy of ``model`` with the project's training loop.
+class QATConfig(StepConfig):
+    """Quantization-aware fine-tuning, exported with the learned quantization parameters. The learning rate
+    is small: QAT adapts the weights to their int8 grid, it does not retrain the network."""
 
-    bf16 autocast is off (fake-quant must see fp32 values) and the learning rate is small: QAT adapts the
-    weights to their int8 grid, it does not retrain the network.
-    """
-    cfg = cfg or QAT_DEFAULTS
-    q = prepare_qat(model)
+    epochs: int = Field(2, ge=1)
+    lr: float = Field(0.002, gt=0)
+    batch_size: int = Field(128, ge=1)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    train_subset: int | None = Field(None, ge=1, description="train on a seeded subset (quick runs)")
+    reduce_range: bool | None = Field(None, description="7-bit weights; default: on CPUs whose int8 kernels "
+                                      "saturate (x86 without VNNI)")
+
+    def train_config(self, seed: int = 0) -> TrainConfig:
+        """bf16 autocast off (fake-quant must see fp32 values), no weight decay on the int8 grid."""
+        return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, optimizer="sgd",
+                           schedule="cosine", warmup_frac=0.0, weight_decay=0.0,
+                           label_smoothing=self.label_smoothing, amp="off", channels_last=False, seed=seed)
+
+
+def qat_finetune(model: nn.Module, train: LabeledImages, val: LabeledImages, cfg: TrainConfig,
+                 device: torch.device | None = None, reduce_range: bool | None = None) -> tuple[nn.Module, TrainResult]:
+    """Prepare, calibrate and fine-tune a fake-quantized copy of ``model`` with the project's training loop."""
+    q = prepare_qat(model, reduce_range)
     calibrate_ranges(q, train.head(512, seed=cfg.seed))
     result = fit(q, train, val, dataclasses.replace(cfg, amp="off"), device or torch.device("cpu"),
                  description="QAT")
     return q.cpu().eval(), result
 
 
-QAT_DEFAULTS = TrainConfig(epochs=2, lr=0.002, optimizer="sgd", schedule="cosine", weight_decay=0.0,
-                           label_smoothing=0.1, amp="off", channels_last=False)
+def qat(model: nn.Module, data: Data, out: str | Path, cfg: QATConfig | None = None, *,
+        device: torch.device | str | None = None, seed: int = 0) -> dict[str, Any]:
+    """QAT-fine-tune a copy of ``model`` on ``data`` and write the int8 ONNX model to ``out``; ``model`` itself
+    is left unchanged. Returns notes: validation accuracy of the fake-quant model and the export checks."""
+    cfg = cfg or QATConfig()
+    dev = device if isinstance(device, torch.device) else select_device(device)
+    q, res = qat_finetune(model, data.train.head(cfg.train_subset, seed=seed), data.val, cfg.train_config(seed), dev,
+                          cfg.reduce_range)
+    stats = export_qat(q, out, deploy_input(data.val.x[:64]))
+    return {"best_val_accuracy_fakequant": res.best_val_accuracy, **stats}
+
+
+@register_step("qat", QATConfig)
+def _qat_step(state: State, cfg: QATConfig, ctx: Context) -> State:
+    out = ctx.step_dir / "model.onnx"
+    notes = qat(state.module, ctx.data, out, cfg, device=ctx.device, seed=ctx.seed)
+    return State(module=state.module, onnx_path=out, notes=notes)

@@ -8,7 +8,7 @@ offenders are kept in float, one at a time, until it fits (or nothing is left to
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ def layer_sensitivity(fp32_onnx: Path, calib: np.ndarray, val: LabeledImages, cf
         drops = {}
         for name in names:
             out = Path(tmp) / "one.onnx"
-            quantize_ptq(fp32_onnx, out, calib, replace(cfg, exclude=()), only_nodes=[name])
+            quantize_ptq(fp32_onnx, out, calib, cfg.model_copy(update={'exclude': []}), only_nodes=[name])
             drops[name] = 100.0 * (base - _acc(out, val))
     return SensitivityReport(fp32_accuracy=base, per_node_drop=drops)
 
@@ -66,7 +66,7 @@ def mixed_precision(
     kept: list[str] = list(cfg.exclude)
     for name in order[: max(1, len(order) // 2)]:
         trial = out.with_suffix(".trial.onnx")
-        quantize_ptq(fp32_onnx, trial, calib, replace(cfg, exclude=(*kept, name)))
+        quantize_ptq(fp32_onnx, trial, calib, cfg.model_copy(update={'exclude': [*kept, name]}))
         trial_acc = _acc(trial, val)
         report.steps.append({"kept_float": ", ".join([*kept, name]), "accuracy": trial_acc})
         if trial_acc <= acc:  # no measurable gain: keep the faster model and stop

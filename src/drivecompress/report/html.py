@@ -9,7 +9,6 @@ from typing import Any
 
 import yaml
 
-from drivecompress.data.classes import CLASS_NAMES, SAFETY_CRITICAL
 from drivecompress.report.plots import recall_deltas, tradeoff
 from drivecompress.utils.io import atomic_write_text
 
@@ -70,17 +69,24 @@ def steps_table(report: dict[str, Any]) -> str:
         (s["name"], s["type"], s["seconds"], s["metrics"]) for s in report["steps"]]
     for name, kind, sec, m in stages:
         rows.append(f"<tr><td>{html.escape(name)}</td><td>{kind}</td><td>{sec}</td><td>{100 * m['accuracy']:.2f}%"
-                    f"</td><td>{m.get('macs', 0):,}</td><td>{m['size_bytes'] / 1024:,.1f}</td>"
+                    f"</td><td>{_cell('macs', m.get('macs'))}</td><td>{m['size_bytes'] / 1024:,.1f}</td>"
                     f"<td>{m['latency_ms_p50']:.3f}</td><td>{m['throughput_ips']:,.0f}</td></tr>")
     return "\n".join(rows) + "</table>"
 
 
-def safety_table(base: dict[str, Any], final: dict[str, Any]) -> str:
+def class_info(report: dict[str, Any]) -> tuple[list[str], frozenset[int]]:
+    """Class names and the safety-critical set the run used (from the data, recorded in the report)."""
+    k = len(report["baseline"]["per_class_recall"])
+    info = report.get("classes") or {}
+    return list(info.get("names") or [str(c) for c in range(k)]), frozenset(info.get("safety_critical", []))
+
+
+def safety_table(base: dict[str, Any], final: dict[str, Any], names: list[str], safety: frozenset[int]) -> str:
     rows = ["<table><tr><th>class</th><th>baseline recall</th><th>final recall</th><th>change</th></tr>"]
     for c in range(len(base["per_class_recall"])):
         b, f = base["per_class_recall"][c], final["per_class_recall"][c]
-        cls = ' class="safety"' if c in SAFETY_CRITICAL else ""
-        rows.append(f"<tr{cls}><td>{c} {html.escape(CLASS_NAMES[c])}{' ⚠' if cls else ''}</td>"
+        cls = ' class="safety"' if c in safety else ""
+        rows.append(f"<tr{cls}><td>{c} {html.escape(names[c])}{' ⚠' if cls else ''}</td>"
                     f"<td>{100 * b:.2f}%</td><td>{100 * f:.2f}%</td><td>{100 * (f - b):+.2f}</td></tr>")
     return "\n".join(rows) + "</table>"
 
@@ -146,8 +152,43 @@ def targets_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out) + "</table>"
 
 
-def render(report: dict[str, Any]) -> str:
+_FAIL = ' class="fail"'
+
+
+def gate_evidence(report: dict[str, Any], missed_png: str | None) -> str:
+    """Per safety-critical class: n, images lost and gained, net loss vs tolerance, McNemar p (raw, Holm), verdict;
+    the pooled non-inferiority rows; and thumbnails of the safety-critical images the model now gets wrong."""
+    gate = report["gate"]
+    out = []
+    if gate.get("pooled"):
+        out.append("<table><tr><th>scope</th><th>n</th><th>lost</th><th>gained</th><th>difference</th>"
+                   "<th>lower bound</th><th>budget</th><th>verdict</th></tr>" + "".join(
+                       f"<tr><td>{html.escape(r['scope'])}</td><td>{r['n']}</td><td>{r['lost']}</td>"
+                       f"<td>{r['gained']}</td><td>{r['difference_points']:+.2f} pts</td>"
+                       f"<td>{r['lower_bound_points']:+.2f} pts</td><td>-{r['budget_points']:g} pts</td>"
+                       f"<td>{html.escape(r['verdict'])}</td></tr>" for r in gate["pooled"]) + "</table>")
+    if gate.get("classes"):
+        out.append('<table id="gate-classes"><tr><th>safety-critical class</th><th>n</th><th>lost</th>'
+                   "<th>gained</th><th>net loss / tolerance</th><th>McNemar p</th><th>Holm p</th>"
+                   "<th>verdict</th></tr>" + "".join(
+                       f"<tr{_FAIL if r['verdict'] != 'ok' else ''}><td>{r['class']} "
+                       f"{html.escape(r['name'])}</td><td>{r['n']}</td><td>{r['lost']}</td><td>{r['gained']}</td>"
+                       f"<td>{r['net_loss']} / {r['tolerance']}</td><td>{r['p_value']:.3g}</td>"
+                       f"<td>{r['p_holm']:.3g}</td><td>{html.escape(r['verdict'])}</td></tr>"
+                       for r in gate["classes"]) + "</table>")
+    missed = report.get("newly_missed_safety") or []
+    if missed and missed_png:
+        out.append(f"<p>{len(missed)} safety-critical test image(s) the baseline got right and the final model "
+                   "gets wrong (true → predicted):</p>"
+                   f'<img alt="newly missed safety-critical images" src="data:image/png;base64,{missed_png}">')
+    elif "newly_missed_safety" in report:
+        out.append("<p>No safety-critical test image that the baseline got right is missed by the final model.</p>")
+    return "\n".join(out)
+
+
+def render(report: dict[str, Any], missed_png: str | None = None) -> str:
     base, final, gate = report["baseline"], report["final"], report["gate"]
+    names, safety = class_info(report)
     points = [("input", base)] + [(s["name"], s["metrics"]) for s in report["steps"]]
     verdict = ('<p class="pass"><b>PASSED</b>: every budget is met.</p>' if gate["passed"] else
                '<p class="fail"><b>REJECTED</b>:</p><ul>' + "".join(
@@ -162,6 +203,7 @@ def render(report: dict[str, Any]) -> str:
 <h2>Summary: baseline vs final</h2>{summary_table(base, final)}
 <p><b>Speed on ONNX Runtime:</b> {html.escape(report.get("speed_verdict", "not measured"))}.</p>
 <h2>Safety gate</h2>{verdict}
+{gate_evidence(report, missed_png)}
 {targets_table(report.get("targets", []))}
 {robustness_table(base, final)}
 <h2>Every stage</h2>{steps_table(report)}
@@ -170,8 +212,8 @@ def render(report: dict[str, Any]) -> str:
 {img.format("accuracy vs latency", tradeoff(points, "latency_ms_p50", "latency p50, batch 1, 1 thread (ms)"))}
 {img.format("accuracy vs size", tradeoff(points, "size_bytes", "size on disk (KiB)"))}</div>
 <h2>Per-class recall change</h2>
-{img.format("recall deltas", recall_deltas(base["per_class_recall"], final["per_class_recall"]))}
-{safety_table(base, final)}
+{img.format("recall deltas", recall_deltas(base["per_class_recall"], final["per_class_recall"], safety))}
+{safety_table(base, final, names, safety)}
 <h2>Machine</h2><pre>{html.escape(json.dumps(mach, indent=2))}</pre>
 <h2>Recipe</h2><pre>{html.escape(yaml.safe_dump(report.get('recipe', {}), sort_keys=False))}</pre>
 <script>{LOAD_CHECK}</script>
@@ -179,4 +221,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def write_html(report: dict[str, Any], path: str | Path) -> Path:
-    return atomic_write_text(path, render(report))
+    """Write report.html; the thumbnails of newly missed images come from ``missed_safety.png.b64`` beside it."""
+    path = Path(path)
+    b64 = path.parent / "missed_safety.png.b64"
+    return atomic_write_text(path, render(report, b64.read_text() if b64.exists() else None))

@@ -11,8 +11,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from drivecompress.data.classes import SAFETY_CRITICAL
-
 
 def _png(fig) -> str:
     buf = io.BytesIO()
@@ -36,11 +34,11 @@ def tradeoff(points: list[tuple[str, dict[str, Any]]], x_key: str, x_label: str)
     return _png(fig)
 
 
-def recall_deltas(baseline: list[float], final: list[float]) -> str:
+def recall_deltas(baseline: list[float], final: list[float], safety: frozenset[int] = frozenset()) -> str:
     """Per-class recall change (points), safety-critical classes in red."""
     deltas = [100 * (f - b) for b, f in zip(baseline, final, strict=True)]
     fig, ax = plt.subplots(figsize=(10, 3.2))
-    colors = ["#c0392b" if c in SAFETY_CRITICAL else "#7f8c8d" for c in range(len(deltas))]
+    colors = ["#c0392b" if c in safety else "#7f8c8d" for c in range(len(deltas))]
     ax.bar(range(len(deltas)), deltas, color=colors)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(range(len(deltas)))
@@ -75,3 +73,17 @@ def contact_sheet(images: list[list]) -> bytes:
     ax.imshow(sheet, interpolation="nearest")
     ax.axis("off")
     return base64.b64decode(_png(fig))
+
+
+def thumbnails(images, captions: list[str], cols: int = 8) -> str:
+    """uint8 HWC images in a grid, each captioned (e.g. "stop → yield"): what a safety engineer looks at."""
+    n = len(images)
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.35, rows * 1.6), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            img = images[i]
+            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", interpolation="nearest")
+            ax.set_title(captions[i], fontsize=6)
+    return _png(fig)

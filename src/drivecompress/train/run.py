@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from drivecompress.data.dataset import channel_stats, make_splits
-from drivecompress.data.gtsrb import load_gtsrb
+from drivecompress.data.api import Data
+from drivecompress.data.dataset import channel_stats
 from drivecompress.errors import BadInputError
 from drivecompress.models import build_model, default_spec
 from drivecompress.train.checkpoint import META, WEIGHTS, save_checkpoint
@@ -44,21 +44,22 @@ def train_model(job: TrainJob, cfg: TrainConfig) -> dict[str, Any]:
     """Train, keep the best-on-validation weights, measure test accuracy, write the checkpoint."""
     check_out_folder(job.out, job.overwrite)
     device = select_device(job.device)
-    data = load_gtsrb(job.data)
-    splits = make_splits(data, job.val_fraction, seed=cfg.seed)
+    data = Data.from_npz(job.data, val_fraction=job.val_fraction, seed=cfg.seed)
+    splits = data.splits
     train, val = splits.train.head(job.subset, cfg.seed), splits.val
     mean, std = channel_stats(train.x)
-    spec = default_spec(job.arch, job.width)
+    spec = default_spec(job.arch, job.width, num_classes=data.num_classes)
     spec["input_norm"] = {"mean": mean, "std": std, "per_image": job.per_image_norm}
     model = build_model(spec)
     meta: dict[str, Any] = {
+        "class_names": list(data.class_names),
         "training": {
             "command": job.command,
             "config": {**asdict(cfg), "arch": job.arch, "width": job.width, "val_fraction": job.val_fraction,
                        "subset": job.subset, "per_image_norm": job.per_image_norm},
             "device": str(device),
             "torch": torch.__version__,
-            "data": str(data.path),
+            "data": data.source,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
     }

@@ -16,7 +16,12 @@ def select_device(requested: str | None = None) -> torch.device:
             from drivecompress.errors import BadInputError
 
             raise BadInputError(f"--device {requested}: CUDA is not available on this machine")
-        return torch.device(requested)
+        try:
+            return torch.device(requested)
+        except RuntimeError as exc:
+            from drivecompress.errors import BadInputError
+
+            raise BadInputError(f"--device {requested}: not a device (use cpu, cuda, cuda:N or auto)") from exc
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

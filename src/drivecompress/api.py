@@ -1,0 +1,107 @@
+"""The Python API the CLI mirrors: compress a user's own model on the user's own data.
+
+``compress`` writes exactly the run folder ``drivecompress compress`` writes; a gate refusal is a result
+(``passed`` False, the model kept as ``model.rejected.onnx``), not an exception.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from drivecompress.data.api import Data
+from drivecompress.errors import GateRefusedError
+from drivecompress.evaluate.loading import LoadedModel, load_model_arg
+from drivecompress.pipeline.recipe import Recipe, load_recipe, parse_recipe
+from drivecompress.train.checkpoint import Template, load_checkpoint, save_checkpoint
+
+ModelLike = nn.Module | str | os.PathLike
+
+
+@dataclass(frozen=True)
+class CompressResult:
+    """What a compression run produced: the gate's verdict, the deploy ONNX and report.json's content."""
+
+    passed: bool
+    model_path: Path
+    report: dict[str, Any]
+    out: Path
+
+    @property
+    def violations(self) -> list[str]:
+        return list(self.report["gate"]["violations"])
+
+
+def as_recipe(recipe: Recipe | dict[str, Any] | str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
+    """A Recipe from a YAML path, a plain dict (same keys as the YAML) or a Recipe, with ``--set``-style
+    overrides applied and re-validated."""
+    if isinstance(recipe, Recipe):
+        return parse_recipe(recipe.resolved(), recipe.name, overrides) if overrides else recipe
+    if isinstance(recipe, dict):
+        return parse_recipe(recipe, "recipe", overrides)
+    return load_recipe(recipe, overrides)
+
+
+def as_data(data: Data | str | os.PathLike | None) -> Data:
+    """``Data`` as given, or the project's npz at a path (default: the documented data location)."""
+    return data if isinstance(data, Data) else Data.from_npz(data)
+
+
+def as_model(model: ModelLike, template: Template | None = None) -> LoadedModel:
+    """An ``nn.Module``, a checkpoint folder, an ``.onnx`` file or ``"baseline"``."""
+    if isinstance(model, nn.Module):
+        return LoadedModel(source=Path(f"<{type(model).__name__}>"), module=model.cpu().eval())
+    tmpl = template() if callable(template) and not isinstance(template, nn.Module) else template
+    return load_model_arg(model, template=tmpl)
+
+
+def compress(model: ModelLike, recipe: Recipe | dict[str, Any] | str | os.PathLike, *,
+             data: Data | str | os.PathLike | None = None, out: str | os.PathLike, resume: bool = False,
+             overrides: list[str] | None = None, device: str | torch.device | None = None,
+             template: Template | None = None) -> CompressResult:
+    """Run ``recipe`` on ``model`` with ``data`` into the run folder ``out`` (the CLI's ``compress``).
+
+    Args:
+        model: any ``nn.Module`` taking float NCHW images in [0, 1], a checkpoint folder, an ``.onnx`` file
+            (graph-only steps such as ``ptq``), or ``"baseline"``.
+        recipe: a YAML path, a dict with the YAML's keys, or a Recipe.
+        data: a ``Data`` (``Data.from_arrays``/``from_npz``/``from_folder``) or an npz path.
+        resume: continue a killed run in ``out`` from its last completed step.
+        overrides: ``["steps.0.ratio=0.3", ...]``, type-checked like ``--set``.
+        template: the user's module or constructor, to resume a run of a user-defined network whose
+            checkpoints reload by layout.
+    Raises:
+        BadInputError: for inputs it cannot take (nothing written).
+    """
+    from drivecompress.pipeline.runner import run_recipe
+
+    rec = as_recipe(recipe, overrides)
+    d = as_data(data)
+    loaded = as_model(model, template)
+    out = Path(out)
+    try:
+        report = run_recipe(loaded, rec, d, out, resume=resume, device=device)
+    except GateRefusedError as exc:
+        report = exc.report or {}
+    return CompressResult(passed=bool(report["gate"]["passed"]), model_path=out / report["artifact"], report=report,
+                          out=out)
+
+
+def save_model(model: nn.Module, folder: str | os.PathLike, data: Data | None = None,
+               input_shape: tuple[int, int, int] | None = None) -> Path:
+    """Save weights (safetensors) and what rebuilds the architecture (JSON) — never pickle. A zoo model saves
+    its spec; any other module its per-layer widths and a fingerprint (``input_shape`` or ``data`` needed)."""
+    shape = input_shape or (data.input_shape if data is not None else None)
+    meta = {"class_names": list(data.class_names)} if data is not None else None
+    return save_checkpoint(folder, model, meta, input_shape=shape)
+
+
+def load_model(folder: str | os.PathLike, template: Template | None = None) -> nn.Module:
+    """Load a checkpoint folder; a user-defined network needs ``template`` (the module or its constructor):
+    its layers are reshaped to the saved widths, the weights loaded, and the fingerprint checked."""
+    return load_checkpoint(folder, template=template)[0]

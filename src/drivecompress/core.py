@@ -1,0 +1,83 @@
+"""The step contract shared by every technique: a frozen, typed config bound to one handler.
+
+``@register_step("ptq", PTQConfig)`` sits next to the technique itself (torchao's pattern), so the recipe's
+step config *is* the library's config: declared once, defaults written once. The runner only sequences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import torch.nn as nn
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from drivecompress.data.api import Data
+
+
+class StepConfig(BaseModel):
+    """Base of every technique's config: frozen, and unknown keys are errors naming the key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str | None = None
+    #: The technique changes the PyTorch module (pruning, QAT, distillation): an ONNX input cannot take it.
+    needs_module: ClassVar[bool] = True
+    #: What the step needs, in words, for the error when the input cannot give it.
+    needs: ClassVar[str] = "the PyTorch module"
+
+
+@dataclass
+class State:
+    """What flows between steps: the float module (None when the input was an ONNX file) and, once a
+    quantization step ran, the deployable int8 ONNX file that is now the artifact being measured. ``fp32_onnx``
+    is the float graph of an ONNX input."""
+
+    module: nn.Module | None
+    onnx_path: Path | None = None
+    fp32_onnx: Path | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """Read-only facts a handler may use: the data, the unmodified input model (the distillation teacher),
+    where to write, the device and the step's seed."""
+
+    data: Data
+    teacher: nn.Module | None
+    step_dir: Path
+    device: torch.device
+    seed: int
+
+
+Handler = Callable[[State, Any, Context], State]
+_STEPS: dict[str, tuple[type[StepConfig], Handler]] = {}
+
+
+def register_step(name: str, config_cls: type[StepConfig]) -> Callable[[Handler], Handler]:
+    """Register ``handler(state, config, context) -> state`` for the recipe step type ``name``."""
+
+    def deco(handler: Handler) -> Handler:
+        if name in _STEPS and _STEPS[name][1] is not handler:
+            raise ValueError(f"step type '{name}' registered twice")
+        _STEPS[name] = (config_cls, handler)
+        return handler
+
+    return deco
+
+
+def step_types() -> list[str]:
+    """Every registered step type. Importing the package registers them (each technique module registers
+    its own step when imported by ``drivecompress/__init__.py``)."""
+    import drivecompress  # noqa: F401
+
+    return sorted(_STEPS)
+
+
+def lookup(name: str) -> tuple[type[StepConfig], Handler]:
+    step_types()
+    return _STEPS[name]

@@ -1,0 +1,77 @@
+"""Distillation into a new student: any module learns from any teacher (``distill``), and the recipe step
+that builds a smaller student from the zoo and replaces the model with it."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+from pydantic import Field
+
+from drivecompress.core import Context, State, StepConfig, register_step
+from drivecompress.data.api import Data
+from drivecompress.distill.step import DistillConfig, Distiller
+from drivecompress.models import build_model, default_spec
+from drivecompress.train.loop import TrainConfig, TrainResult, evaluate_accuracy, fit
+from drivecompress.utils.device import select_device
+
+
+class StudentConfig(DistillConfig, StepConfig):
+    """A student from the zoo (``arch`` at ``width``) trained on the teacher's soft targets; ``mode: none``
+    trains it with plain cross-entropy (the ablation's baseline)."""
+
+    arch: str = "mobilenetv2"
+    width: float = Field(0.5, gt=0)
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(0.1, gt=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    batch_size: int = Field(128, ge=1)
+    mode: Literal["soft", "hard", "none"] = "soft"
+    train_subset: int | None = Field(None, ge=1)
+
+
+def distill(student: nn.Module, teacher: nn.Module, data: Data, cfg: StudentConfig | None = None, *,
+            device: torch.device | str | None = None, seed: int = 0) -> TrainResult:
+    """Train ``student`` in place against the frozen ``teacher`` with the project's loop (both any module
+    taking the data's images)."""
+    cfg = cfg or StudentConfig()
+    dev = device if isinstance(device, torch.device) else select_device(device)
+    tc = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer, batch_size=cfg.batch_size,
+                     seed=seed, label_smoothing=0.1 if cfg.mode == "none" else 0.0)
+    train = data.train.head(cfg.train_subset, seed=seed)
+    if cfg.mode == "none":
+        return fit(student, train, data.val, tc, dev, description="student (CE)")
+    dc = DistillConfig(**cfg.model_dump(include=set(DistillConfig.model_fields)))
+    d = Distiller(student, teacher, dc, dev, data.example_input())
+    try:
+        result = fit(student, train, data.val, tc, dev, loss_fn=d.loss_fn(), description="distill")
+    finally:
+        d.close()
+    student.cpu().eval()
+    return result
+
+
+def student_spec(cfg: StudentConfig, teacher: nn.Module, data: Data) -> dict[str, Any]:
+    """The zoo student's spec for this data (classes, channels); it keeps a zoo teacher's input normalization."""
+    spec = default_spec(cfg.arch, cfg.width, num_classes=data.num_classes)
+    c = data.input_shape[0]
+    if c != 3:
+        spec["in_channels"] = c
+    if hasattr(teacher, "spec"):
+        spec["input_norm"] = copy.deepcopy(teacher.spec()["input_norm"])
+    else:
+        spec["input_norm"] = {"mean": [0.5] * c, "std": [0.25] * c, "per_image": True}
+    return spec
+
+
+@register_step("distill", StudentConfig)
+def _distill_step(state: State, cfg: StudentConfig, ctx: Context) -> State:
+    spec = student_spec(cfg, state.module, ctx.data)
+    student = build_model(spec)
+    result = distill(student, state.module, ctx.data, cfg, device=ctx.device, seed=ctx.seed)
+    notes = {"student": spec, "best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
+             "teacher_val_accuracy": evaluate_accuracy(state.module, ctx.data.val, ctx.device)}
+    return dataclasses.replace(State(module=student), notes=notes)

@@ -1,0 +1,108 @@
+"""The public API on a user's own network and arrays: the README's example runs as written, an ONNX file
+from outside the zoo goes through the CLI's graph-only steps, and module-only steps on ONNX are refused."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import drivecompress as dc
+from drivecompress.cli import main
+from drivecompress.data.gtsrb import repo_root, resolve_data_path
+from drivecompress.data.transforms import deploy_input
+
+from .nets import make_net
+
+QUICK = ["--set", "evaluation.test_subset=300", "--set", "evaluation.latency_runs=20",
+         "--set", "evaluation.throughput_seconds=0.2"]
+
+
+def readme_example() -> str:
+    text = (repo_root() / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"<!-- api-example -->\s*```python\n(.*?)```", text, re.S)
+    assert m, "README.md lost its <!-- api-example --> block"
+    return m.group(1)
+
+
+def test_readme_example_compresses_its_own_network(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DRIVECOMPRESS_DATA", str(resolve_data_path()))
+    scope: dict = {}
+    exec(compile(readme_example(), "README.md example", "exec"), scope)
+    result = scope["result"]
+    assert isinstance(result, dc.CompressResult) and result.model_path.exists()
+    assert [s["type"] for s in result.report["steps"]] == ["prune", "ptq"]
+    assert result.report["final"]["macs"] < result.report["baseline"]["macs"]
+    assert result.model_path.name == ("model.onnx" if result.passed else "model.rejected.onnx")
+    kinds = {i.data_type for i in onnx.load(str(result.model_path)).graph.initializer}
+    assert onnx.TensorProto.INT8 in kinds
+    assert (tmp_path / "runs" / "readme-example" / "report.html").exists()
+
+
+def _user_onnx(tmp_path: Path, data) -> Path:
+    return dc.export_onnx(make_net("se_group"), tmp_path / "user.onnx", deploy_input(data.test.x[:16])).path
+
+
+def test_cli_compresses_an_onnx_file_from_outside_the_zoo(tmp_path, data, capsys):
+    src = _user_onnx(tmp_path, data)
+    out = tmp_path / "run"
+    rc = main(["compress", str(src), "--recipe", str(repo_root() / "recipes" / "int8-ptq.yaml"), "--out", str(out),
+               "--json", *QUICK])
+    assert rc in (0, 3)
+    final = out / ("model.onnx" if rc == 0 else "model.rejected.onnx")
+    assert {i.data_type for i in onnx.load(str(final)).graph.initializer} >= {onnx.TensorProto.INT8}
+    doc = __import__("json").loads(capsys.readouterr().out)
+    assert doc["gate_passed"] is (rc == 0)  # --json prints the summary even when the gate refuses
+
+
+@pytest.mark.parametrize("recipe", ["prune-structured.yaml", "int8-qat.yaml", "distill-student.yaml"])
+def test_module_steps_on_onnx_exit_2_naming_the_step(recipe, tmp_path, data, capsys):
+    src = _user_onnx(tmp_path, data)
+    rc = main(["compress", str(src), "--recipe", str(repo_root() / "recipes" / recipe), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and re.search(r"step 0 \(\w+\) needs the PyTorch module", err)
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_onnx_with_wrong_class_count_is_refused(tmp_path, data, capsys):
+    path = dc.export_onnx(make_net("branch", num_classes=10), tmp_path / "ten.onnx",
+                          deploy_input(data.test.x[:4])).path
+    rc = main(["eval", str(path), "--subset", "50"])
+    assert rc == 2 and "has 10 classes, the data has 43" in capsys.readouterr().err
+
+
+def test_data_from_folder_and_grayscale(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 2)):
+        for cls in ("stop", "yield"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
+                Image.fromarray(img).save(tmp_path / split / cls / f"{i}.png")
+    d = dc.Data.from_folder(tmp_path, safety_critical=["stop"])
+    assert d.class_names == ("stop", "yield") and d.safety_critical == {0} and d.input_shape == (3, 24, 24)
+    assert len(d.test) == 4 and len(d.train) + len(d.val) == 12
+    g = dc.Data.from_arrays(rng.integers(0, 255, (20, 16, 16), dtype=np.uint8), np.arange(20) % 4,
+                            rng.integers(0, 255, (8, 16, 16), dtype=np.uint8), np.arange(8) % 4)
+    assert g.input_shape == (1, 16, 16) and g.num_classes == 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [({"x_train": np.zeros((4, 32, 32, 3), np.float32)}, "x_train: dtype float32"),
+     ({"y_train": np.arange(3)}, "y_train: shape"),
+     ({"x_test": np.zeros((2, 16, 16, 3), np.uint8), "y_test": np.zeros(2, int)}, "x_test: images of shape"),
+     ({"safety_critical": [99]}, "safety_critical: classes \\[99\\]")],
+)
+def test_bad_arrays_are_clear_errors(kwargs, needle):
+    base = {"x_train": np.zeros((4, 32, 32, 3), np.uint8), "y_train": np.arange(4),
+            "x_test": np.zeros((2, 32, 32, 3), np.uint8), "y_test": np.arange(2)}
+    args = {**base, **kwargs}
+    extra = {"safety_critical": args.pop("safety_critical")} if "safety_critical" in args else {}
+    with pytest.raises(dc.BadInputError, match=needle):
+        dc.Data.from_arrays(args["x_train"], args["y_train"], args["x_test"], args["y_test"], **extra)
+
