@@ -12,7 +12,6 @@ from drivecompress.train.loop import (
     evaluate_accuracy,
     fit,
     learning_rate,
-    recompute_bn_stats,
 )
 
 QUICK = TrainConfig(epochs=3, batch_size=64, lr=0.05, optimizer="sgd", amp="off", channels_last=False, seed=0)
@@ -91,14 +90,6 @@ def test_swa_schedule_decays_to_swa_lr_then_holds_it():
     assert all(a >= b - 1e-12 for a, b in itertools.pairwise(lrs))  # never rises after warm-up
     assert min(lrs) >= 0.02 - 1e-12 and np.isclose(learning_rate(swa, main - 1, 100), 0.02, atol=1e-6)
     assert all(learning_rate(swa, s, 100) == 0.02 for s in range(main, 1000))
-
-
-def test_recompute_bn_stats_is_the_exact_mean_over_the_batches():
-    bn = torch.nn.BatchNorm1d(3, momentum=0.1)
-    batches = [torch.randn(8, 3) + 5.0, torch.randn(8, 3) - 1.0]
-    recompute_bn_stats(bn, batches)
-    assert torch.allclose(bn.running_mean, torch.cat(batches).mean(0), atol=1e-5)
-    assert bn.momentum == 0.1 and bn.training  # settings restored
 
 
 def test_swa_ships_the_average_of_the_last_epochs(splits, monkeypatch):

@@ -20,10 +20,12 @@ from drivecompress.errors import BadInputError, GateRefusedError
 from drivecompress.export.onnx import export_onnx
 from drivecompress.pipeline.gate import check_gate
 from drivecompress.pipeline.recipe import Budgets, Recipe, Targets, load_recipe
-from drivecompress.prune.structured import PruneConfig, prune
+from drivecompress.prune.iterative import prune
+from drivecompress.prune.structured import PruneConfig
 from drivecompress.prune.unstructured import UnstructuredConfig, sparsify
-from drivecompress.quant.ptq import PTQConfig, quantize
+from drivecompress.quant.ptq import PTQConfig
 from drivecompress.quant.qat import QATConfig, prepare_qat, qat
+from drivecompress.quant.quantize import quantize
 from drivecompress.train.finetune import FinetuneConfig, finetune
 
 __version__ = "0.2.0"

@@ -6,27 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from drivecompress.commands.base import _COMMANDS
 from drivecompress.errors import BadInputError, GateRefusedError
-
-Handler = Callable[[argparse.Namespace], dict[str, Any]]
-_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler, str]] = {}
-
-
-def command(name: str, help_text: str):
-    """Register a subcommand: the decorated function adds its arguments; ``handler`` runs it."""
-
-    def deco(add_args: Callable[[argparse.ArgumentParser], None]):
-        def bind(handler: Handler) -> Handler:
-            _COMMANDS[name] = (add_args, handler, help_text)
-            return handler
-
-        add_args.bind = bind  # type: ignore[attr-defined]
-        return add_args
-
-    return deco
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,6 @@ from drivecompress.evaluate.attacks import fgsm, pgd
 from drivecompress.evaluate.predictor import TorchPredictor
 from drivecompress.evaluate.robustness import (
     RobustnessConfig,
-    relative_corruption_error,
     reliability,
     robustness_report,
 )
@@ -70,14 +69,6 @@ def test_reliability_bins_on_hand_made_case():
     top = bins[9]
     assert top["count"] == 2 and top["accuracy"] == 0.5 and top["confidence"] == pytest.approx(0.95)
     assert bins[5]["count"] == 2 and bins[5]["accuracy"] == 1.0 and sum(b["count"] for b in bins) == 4
-
-
-def test_relative_corruption_error_hand_made():
-    base = {"fog": [0.9, 0.8], "night": [1.0, 1.0]}
-    model = {"fog": [0.8, 0.6], "night": [0.9, 0.9]}
-    rel = relative_corruption_error(model, base)
-    assert rel["relative_ce"]["fog"] == pytest.approx(0.6 / 0.3) and np.isnan(rel["relative_ce"]["night"])
-    assert rel["mce"] == pytest.approx(2.0)
 
 
 def test_report_structure_and_monotone_severity(trained, splits):

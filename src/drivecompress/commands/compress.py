@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from drivecompress.cli import command
+from drivecompress.commands.base import command
 
 
 @command("compress", "Run a recipe (YAML list of steps: finetune, ptq, qat, ...) on MODEL. Measures the input "

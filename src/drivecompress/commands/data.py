@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from drivecompress.cli import command
+from drivecompress.commands.base import command
 
 
 @command("data", "Data utilities. 'data import-gtsrb DIR --out FILE' converts the official GTSRB archive "

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from drivecompress.cli import command
+from drivecompress.commands.base import command
 
 
 @command("demo", "Run the main job: compress the shipped baseline with recipes/default.yaml (int8 on ONNX "

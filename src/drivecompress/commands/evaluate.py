@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from drivecompress.cli import command
+from drivecompress.commands.base import command
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:

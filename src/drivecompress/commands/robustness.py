@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from drivecompress.cli import command
+from drivecompress.commands.base import command
 
 
 @command("robustness", "Measure MODEL's robustness: accuracy under 14 weather/sensor corruptions at severities "

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from drivecompress.cli import command
+from drivecompress.commands.base import command
 from drivecompress.models import available_models
 
 

@@ -7,7 +7,7 @@ measured by exactly the same code. Images are float32 NCHW in [0, 1] (the deploy
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -86,8 +86,3 @@ def predict_all(predictor: Predictor, images_uint8: np.ndarray, batch_size: int 
         outs.append(predictor(x))
     return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
 
-
-def describe(predictor: Predictor) -> dict[str, Any]:
-    """A short description for reports."""
-    kind = "onnx" if isinstance(predictor, OnnxPredictor) else "torch"
-    return {"name": predictor.name, "kind": kind}

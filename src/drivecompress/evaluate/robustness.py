@@ -74,15 +74,6 @@ def corruption_table(predictor: Predictor, data: LabeledImages, cfg: RobustnessC
     }
 
 
-def relative_corruption_error(table: dict[str, list[float]], baseline: dict[str, list[float]]) -> dict[str, Any]:
-    """The mCE idea: per corruption, summed error over severities relative to the baseline model's."""
-    ce = {}
-    for name, accs in table.items():
-        base_err = sum(1 - a for a in baseline[name])
-        ce[name] = sum(1 - a for a in accs) / base_err if base_err > 0 else float("nan")
-    return {"relative_ce": ce, "mce": float(np.nanmean(list(ce.values())))}
-
-
 def adversarial(target: Predictor, source: nn.Module, data: LabeledImages, cfg: RobustnessConfig,
                 transfer: bool) -> dict[str, Any]:
     """FGSM and PGD accuracy at each eps; crafted on ``source`` and evaluated on ``target``."""

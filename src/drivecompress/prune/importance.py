@@ -39,6 +39,3 @@ def accumulate_gradients(model: nn.Module, data: LabeledImages, batches: int = 4
         F.cross_entropy(model(x), y).backward()
 
 
-def needs_gradients(name: ImportanceName) -> bool:
-    return name == "taylor"
-

@@ -15,17 +15,14 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import onnx
-import torch.nn as nn
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 from pydantic import Field
 
-from drivecompress.core import Context, State, StepConfig, register_step
-from drivecompress.data.api import Data
-from drivecompress.data.transforms import deploy_input
+from drivecompress.core import StepConfig
 from drivecompress.errors import BadInputError
 from drivecompress.evaluate.machine import int8_saturates
 from drivecompress.quant.calibration import ImageReader, check_calibration_images
@@ -157,37 +154,3 @@ def int8_weight_count(path: str | Path) -> dict[str, int]:
             kinds["float"] += 1
             kinds["float_elements"] += n
     return kinds
-
-
-def quantize(model: nn.Module | str | Path, data: Data, out: str | Path, cfg: PTQConfig | None = None, *,
-             seed: int = 0) -> dict[str, Any]:
-    """Int8 PTQ of a module (exported to float ONNX first, parity checked) or of a float ONNX file, calibrated on
-    ``data``'s training images; with ``cfg.max_drop_points`` the most sensitive layers stay float. Returns
-    notes (which nodes stayed float, per-node drops when measured)."""
-    from drivecompress.export.onnx import export_onnx
-    from drivecompress.quant.sensitivity import mixed_precision
-
-    cfg = cfg or PTQConfig()
-    out = Path(out)
-    calib = deploy_input(data.train.head(cfg.calibration_images, seed=seed).x)
-    tmp = None
-    if isinstance(model, nn.Module):
-        tmp = out.with_name(out.stem + ".fp32.onnx")
-        fp32 = export_onnx(model, tmp, deploy_input(data.val.x[:64])).path
-    else:
-        fp32 = Path(model)
-    try:
-        if cfg.max_drop_points is not None:
-            rep = mixed_precision(fp32, out, calib, data.val.head(2000, seed=seed), cfg, cfg.max_drop_points)
-            return {"kept_float": rep.kept_float, "per_node_drop": rep.per_node_drop}
-        return {"kept_float": quantize_ptq(fp32, out, calib, cfg).excluded_nodes}
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-
-
-@register_step("ptq", PTQConfig)
-def _ptq_step(state: State, cfg: PTQConfig, ctx: Context) -> State:
-    out = ctx.step_dir / "model.onnx"
-    notes = quantize(state.module if state.module is not None else state.fp32_onnx, ctx.data, out, cfg, seed=ctx.seed)
-    return State(module=state.module, onnx_path=out, fp32_onnx=state.fp32_onnx, notes=notes)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from drivecompress.data.dataset import LabeledImages
 from drivecompress.data.transforms import AugmentConfig, augment_batch, to_tensor_batch
+from drivecompress.evaluate.predictor import TorchPredictor, predict_all
 from drivecompress.train.progress import TrainProgress
 from drivecompress.utils.device import seed_everything
 
@@ -129,36 +130,18 @@ def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 @torch.no_grad()
-def recompute_bn_stats(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
-    """Re-estimate BatchNorm running statistics as an exact average over ``batches`` (fp32, train mode).
-
-    Averaged weights never produced the running statistics stored with them, so SWA needs this pass."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    saved = {bn: bn.momentum for bn in bns}
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average = exact mean over the pass
+def evaluate_accuracy(model: nn.Module, data: LabeledImages, device: torch.device | str,
+                      batch_size: int = 512) -> float:
+    """Top-1 accuracy of a module on a labelled set, through the same Predictor every metric uses (eval mode,
+    fp32, no grad); the module's train/eval mode and device are restored afterwards."""
+    if len(data) == 0:
+        return float("nan")
     was_training = model.training
-    model.train()
-    for x in batches:
-        model(x)
-    for bn, momentum in saved.items():
-        bn.momentum = momentum
-    model.train(was_training)
-
-
-@torch.no_grad()
-def evaluate_accuracy(model: nn.Module, data: LabeledImages, device: torch.device, batch_size: int = 512) -> float:
-    """Top-1 accuracy of a module on a labelled set (eval mode, fp32)."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for x, y in data.batches(batch_size, device):
-        correct += int((model(x).argmax(1) == y).sum())
-    model.train(was_training)
-    return correct / max(1, len(data))
+    param = next(model.parameters(), None)
+    home = param.device if param is not None else torch.device("cpu")
+    logits = predict_all(TorchPredictor(model, device), data.x, batch_size)
+    model.to(home).train(was_training)
+    return float((logits.argmax(1) == data.y).mean())
 
 
 def _train_batches(x_all: torch.Tensor, s_all: torch.Tensor, steps: int, cfg: TrainConfig,
@@ -253,7 +236,9 @@ def fit(
                     on_best(model, rec)
     if swa is not None:
         model.load_state_dict(swa.module.state_dict())
-        recompute_bn_stats(model, _train_batches(x_all, s_all, steps_per_epoch, cfg, device, gen, rng))
+        # Averaged weights never produced the running statistics stored with them: re-estimate them exactly
+        # (cumulative average) on one epoch of augmented training batches.
+        torch.optim.swa_utils.update_bn(_train_batches(x_all, s_all, steps_per_epoch, cfg, device, gen, rng), model)
         best_acc, best_epoch = evaluate_accuracy(model, val, device, cfg.eval_batch_size), cfg.epochs
         history.append({"epoch": cfg.epochs, "swa_models": int(swa.n_averaged), "val_acc": best_acc})
     elif best_state is not None:
