@@ -81,3 +81,18 @@ def test_bad_input_exit_2_one_line(argv, needle, capsys):
         assert code in (0, 2)
         return
     assert code == 2 and len(err) == 1 and needle in err[0]
+
+
+def test_gate_command_passes_an_equal_model_and_refuses_a_worse_one(tmp_path, capsys, data):
+    from drivecompress.data.transforms import deploy_input
+    from drivecompress.evaluate.loading import load_model_arg
+    from drivecompress.export.onnx import export_onnx
+
+    same = export_onnx(load_model_arg("baseline").module, tmp_path / "b.onnx", deploy_input(data.test.x[:16])).path
+    assert main(["gate", "baseline", str(same), "--subset", "400", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["passed"] and doc["violations"] == [] and doc["images"] == 400
+    save_checkpoint(tmp_path / "bad", tiny_model("resnet"))
+    assert main(["gate", "baseline", str(tmp_path / "bad"), "--subset", "400", "--json"]) == 3
+    doc = json.loads(capsys.readouterr().out)  # the verdict is printed even when refused
+    assert not doc["passed"] and any("degraded" in v for v in doc["violations"])

@@ -91,7 +91,7 @@ def augment_batch(
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     lo, hi = cfg.brightness
     bright = lo + (hi - lo) * torch.rand(n, 1, 1, 1, device=dev, generator=gen)
-    gain = 1.0 + cfg.channel_gain * (2 * torch.rand(n, 3, 1, 1, device=dev, generator=gen) - 1)
+    gain = 1.0 + cfg.channel_gain * (2 * torch.rand(n, x.shape[1], 1, 1, device=dev, generator=gen) - 1)
     glo, ghi = cfg.gamma
     gamma = glo + (ghi - glo) * torch.rand(n, 1, 1, 1, device=dev, generator=gen)
     x = (x.clamp(0, 1) ** gamma) * bright * gain

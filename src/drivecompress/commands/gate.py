@@ -1,0 +1,60 @@
+"""``drivecompress gate BASELINE CANDIDATE``: the safety gate on two existing models, image by image."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from drivecompress.commands.base import command
+
+
+@command("gate", "Apply the safety gate to two existing models: evaluate BASELINE and CANDIDATE on the same test "
+         "images and compare them image by image (per safety-critical class: lost, gained, tolerance, McNemar p "
+         "Holm-corrected; pooled paired non-inferiority). Budgets come from --recipe (default: recipes/default.yaml) "
+         "and --set. Exit 0 passed, 3 refused.")
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("baseline", metavar="BASELINE", help="checkpoint folder, .onnx file, or 'baseline'")
+    p.add_argument("candidate", metavar="CANDIDATE", help="checkpoint folder or .onnx file")
+    p.add_argument("--recipe", type=Path, help="recipe whose budgets apply (default: recipes/default.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a budget, e.g. --set budgets.max_safety_recall_drop=2 (repeatable)")
+    p.add_argument("--subset", type=int, help="compare on a seeded subset of N test images (default: all)")
+
+
+@_args.bind
+def _run(a: argparse.Namespace) -> dict[str, Any]:
+    from drivecompress.api import as_data, as_model, as_recipe
+    from drivecompress.data.gtsrb import repo_root
+    from drivecompress.errors import BadInputError, GateRefusedError
+    from drivecompress.evaluate.measure import evaluate_predictor
+    from drivecompress.pipeline.gate import check_gate
+    from drivecompress.pipeline.runner import check_onnx_input
+    from drivecompress.utils.device import select_device
+
+    if a.subset is not None and a.subset < 1:
+        raise BadInputError("--subset must be >= 1")
+    device = select_device(a.device)
+    recipe = as_recipe(a.recipe or repo_root() / "recipes" / "default.yaml", a.overrides)
+    data = as_data(a.data)
+    test = data.test.head(a.subset, seed=recipe.seed)
+    metrics = []
+    for arg in (a.baseline, a.candidate):
+        model = as_model(arg)
+        if model.module is None:
+            check_onnx_input(model.onnx_path, data)
+        metrics.append(evaluate_predictor(model.predictor(device=device), test, safety_critical=data.safety_critical,
+                                          num_classes=data.num_classes))
+    gate = check_gate(metrics[0], metrics[1], recipe.budgets, sorted(data.safety_critical), data.class_names, test.y)
+    result = {"baseline": a.baseline, "candidate": a.candidate, "images": len(test),
+              "accuracy": f"{100 * metrics[0]['accuracy']:.2f}% -> {100 * metrics[1]['accuracy']:.2f}%",
+              "passed": gate["passed"], "violations": gate["violations"],
+              "lost_gained": {str(r["class"]): f"-{r['lost']} +{r['gained']} of {r['n']}"
+                              for r in gate["classes"] if r["lost"] or r["gained"]},
+              "pooled": {r["scope"]: f"{r['difference_points']:+.2f} pts (bound {r['lower_bound_points']:+.2f})"
+                         for r in gate["pooled"]}}
+    if not gate["passed"]:
+        exc = GateRefusedError("; ".join(gate["violations"]))
+        exc.summary = result  # type: ignore[attr-defined]
+        raise exc
+    return result
