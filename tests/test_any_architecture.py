@@ -160,3 +160,26 @@ def test_distillation_with_user_nets_as_teacher_and_student(teacher, student, mi
     before = _agreement(s, t, x)
     dc.distill(s, t, mini_data, dc.StudentConfig(epochs=3, lr=0.1, alpha=1.0, temperature=2.0))
     assert _agreement(s, t, x) > before + 0.15
+
+
+def test_qat_recovery_loss_weighs_safety_classes_and_follows_the_teacher(mini_data, trained_nets):
+    from drivecompress.quant.qat import recovery_loss
+
+    net = trained_nets["branch"]
+    x = torch.as_tensor(deploy_input(mini_data.val.x[:32]))
+    y = torch.as_tensor(mini_data.val.y[:32])
+    with torch.no_grad():
+        t = net(x)
+    plain = recovery_loss(dc.QATConfig(label_smoothing=0.0), net, mini_data, torch.device("cpu"))(net)
+    kd = recovery_loss(dc.QATConfig(label_smoothing=0.0, distill=True, alpha=1.0), net, mini_data,
+                       torch.device("cpu"))(net)
+    assert kd(t, y, x) == pytest.approx(0.0, abs=1e-5)  # logits equal to the teacher's: no distillation loss
+    assert plain(t, y, x) > 0
+    safety = sorted(mini_data.safety_critical)
+    weighted = recovery_loss(dc.QATConfig(label_smoothing=0.0, safety_weight=3.0), net, mini_data,
+                             torch.device("cpu"))(net)
+    bad = torch.zeros(2, 43)
+    bad[:, 42] = 5.0  # confidently wrong on one safety-critical and one other image
+    lab = torch.tensor([safety[0], 41])
+    per = [weighted(bad[i : i + 1], lab[i : i + 1], x[:1]) for i in range(2)]
+    assert per[0] / per[1] == pytest.approx(3.0, rel=1e-4)

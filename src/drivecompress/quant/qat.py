@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,11 @@ from drivecompress.core import Context, State, StepConfig, register_step
 from drivecompress.data.api import Data
 from drivecompress.data.dataset import LabeledImages
 from drivecompress.data.transforms import deploy_input
+from drivecompress.distill.losses import kd_kl
 from drivecompress.evaluate.machine import int8_saturates
 from drivecompress.export.onnx import export_onnx
 from drivecompress.quant.fakequant import ActFakeQuant, QConv, QLinear
-from drivecompress.train.loop import TrainConfig, TrainResult, fit
+from drivecompress.train.loop import LossFn, TrainConfig, TrainResult, fit
 from drivecompress.utils.device import select_device
 from drivecompress.utils.io import atomic_write
 
@@ -216,6 +218,10 @@ class QATConfig(StepConfig):
     batch_size: int = Field(128, ge=1)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     train_subset: int | None = Field(None, ge=1, description="train on a seeded subset (quick runs)")
+    distill: bool = Field(False, description="learn from the float model's soft targets (temperature, alpha)")
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the teacher's soft targets against the labels")
+    safety_weight: float = Field(1.0, ge=1, description="weight of safety-critical classes in the label loss")
     reduce_range: bool | None = Field(None, description="7-bit weights; default: on CPUs whose int8 kernels "
                                       "saturate (x86 without VNNI)")
 
@@ -227,13 +233,41 @@ class QATConfig(StepConfig):
 
 
 def qat_finetune(model: nn.Module, train: LabeledImages, val: LabeledImages, cfg: TrainConfig,
-                 device: torch.device | None = None, reduce_range: bool | None = None) -> tuple[nn.Module, TrainResult]:
-    """Prepare, calibrate and fine-tune a fake-quantized copy of ``model`` with the project's training loop."""
+                 device: torch.device | None = None, reduce_range: bool | None = None,
+                 loss_for: Callable[[nn.Module], LossFn] | None = None) -> tuple[nn.Module, TrainResult]:
+    """Prepare, calibrate and fine-tune a fake-quantized copy of ``model`` with the project's training loop;
+    ``loss_for(q)`` may build the loss around the prepared model (e.g. distillation from ``model``)."""
     q = prepare_qat(model, reduce_range)
     calibrate_ranges(q, train.head(512, seed=cfg.seed))
     result = fit(q, train, val, dataclasses.replace(cfg, amp="off"), device or torch.device("cpu"),
-                 description="QAT")
+                 loss_fn=loss_for(q) if loss_for else None, description="QAT")
     return q.cpu().eval(), result
+
+
+def recovery_loss(cfg: QATConfig, teacher: nn.Module, data: Data,
+                  device: torch.device) -> Callable[[nn.Module], LossFn]:
+    """The QAT loss: labels (safety-critical classes weighted ``safety_weight``), plus the float model's soft
+    targets with ``distill`` — recovery aimed at the classes the gate protects."""
+    w = torch.ones(data.num_classes, device=device)
+    w[sorted(data.safety_critical)] = cfg.safety_weight
+    w = w * (data.num_classes / w.sum())
+
+    def build(q: nn.Module) -> LossFn:
+        teacher.to(device).eval()
+
+        def loss(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            per_image = F.cross_entropy(logits, y, reduction="none", label_smoothing=cfg.label_smoothing)
+            hard = (per_image * w[y]).mean()  # a batch mean, so a safety-critical image counts safety_weight times
+            if not cfg.distill:
+                return hard
+            with torch.no_grad():
+                t = teacher(x).float()
+            soft = kd_kl(logits, t, cfg.temperature)
+            return cfg.alpha * soft + (1 - cfg.alpha) * hard
+
+        return loss
+
+    return build
 
 
 def qat(model: nn.Module, data: Data, out: str | Path, cfg: QATConfig | None = None, *,
@@ -242,8 +276,10 @@ def qat(model: nn.Module, data: Data, out: str | Path, cfg: QATConfig | None = N
     is left unchanged. Returns notes: validation accuracy of the fake-quant model and the export checks."""
     cfg = cfg or QATConfig()
     dev = device if isinstance(device, torch.device) else select_device(device)
+    custom = cfg.distill or cfg.safety_weight != 1.0
     q, res = qat_finetune(model, data.train.head(cfg.train_subset, seed=seed), data.val, cfg.train_config(seed), dev,
-                          cfg.reduce_range)
+                          cfg.reduce_range, recovery_loss(cfg, model, data, dev) if custom else None)
+    model.cpu()
     stats = export_qat(q, out, deploy_input(data.val.x[:64]))
     return {"best_val_accuracy_fakequant": res.best_val_accuracy, **stats}
 
