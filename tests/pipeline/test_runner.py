@@ -39,6 +39,9 @@ def test_report_schema_and_run_folder(tmp_path, ckpt, capsys):
     assert set(rep) >= {"baseline", "steps", "final", "gate"}
     assert set(rep["baseline"]) >= METRIC_KEYS and set(rep["final"]) >= METRIC_KEYS
     assert [set(s) >= {"name", "type", "seconds", "metrics"} for s in rep["steps"]] == [True]
+    sbs = rep["side_by_side_latency"]
+    assert len(sbs["final"]["round_medians_ms"]) == 5 and sbs["baseline"]["latency_ms_p50"] > 0
+    assert rep["ratios"]["latency_ms_p50_ratio"] == sbs["baseline"]["latency_ms_p50"] / sbs["final"]["latency_ms_p50"]
     assert rep["gate"]["passed"] and rep["gate"]["violations"] == [] and len(rep["final"]["per_class_recall"]) == 43
     assert "faster than the fp32 baseline" in rep["speed_verdict"]  # either "is ... faster" or "is NOT faster"
     for f in ("model.onnx", "baseline.onnx", "report.html", "recipe.yaml"):

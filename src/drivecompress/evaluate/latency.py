@@ -93,3 +93,25 @@ def measure_speed(model: nn.Module | str | Path, cfg: SpeedConfig | None = None,
         "latency_ms_p99": float(np.percentile(lat, 99)),
         "throughput_ips": float(ips),
     }
+
+
+def side_by_side(paths: dict[str, Path], input_shape: tuple[int, ...], runs: int = 500, rounds: int = 5,
+                 warmup: int = 50) -> dict[str, dict[str, float]]:
+    """Batch-1, one-thread latency of several ONNX models measured in interleaved rounds (A, B, A, B, ...):
+    on a shared or frequency-scaling CPU a burst of noise then hits every model alike, so the ratio holds even
+    when the absolute numbers drift. Per model: p50 and p99 over all rounds, and the median of the rounds."""
+    preds = {k: OnnxPredictor(p, threads=1) for k, p in paths.items()}
+    x = np.random.default_rng(0).random((1, *input_shape), dtype=np.float32)
+    times: dict[str, list[np.ndarray]] = {k: [] for k in paths}
+    for p in preds.values():
+        _time_calls(lambda p=p: p(x), warmup, 0)
+    per_round = max(1, runs // rounds)
+    for _ in range(rounds):
+        for k, p in preds.items():
+            times[k].append(_time_calls(lambda p=p: p(x), 0, per_round))
+    out = {}
+    for k, ts in times.items():
+        allt = np.concatenate(ts)
+        out[k] = {"latency_ms_p50": float(np.percentile(allt, 50)), "latency_ms_p99": float(np.percentile(allt, 99)),
+                  "round_medians_ms": [round(float(np.median(t)), 4) for t in ts]}
+    return out

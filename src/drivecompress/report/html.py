@@ -152,6 +152,18 @@ def targets_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out) + "</table>"
 
 
+def side_by_side_line(report: dict[str, Any]) -> str:
+    """The latencies the ratios use: baseline and final measured in interleaved rounds in one run."""
+    sbs = report.get("side_by_side_latency")
+    if not sbs:
+        return ""
+    b, f = sbs["baseline"], sbs["final"]
+    return (f"<p>Measured side by side (interleaved rounds, batch 1, one thread): baseline p50 "
+            f"{b['latency_ms_p50']:.3f} ms, final {f['latency_ms_p50']:.3f} ms "
+            f"({b['latency_ms_p50'] / f['latency_ms_p50']:.2f}x); medians of the rounds "
+            f"{b['round_medians_ms']} vs {f['round_medians_ms']} ms.</p>")
+
+
 _FAIL = ' class="fail"'
 
 
@@ -202,6 +214,7 @@ def render(report: dict[str, Any], missed_png: str | None = None) -> str:
 <code>{html.escape(str(report.get('artifact', '')))}</code></p>
 <h2>Summary: baseline vs final</h2>{summary_table(base, final)}
 <p><b>Speed on ONNX Runtime:</b> {html.escape(report.get("speed_verdict", "not measured"))}.</p>
+{side_by_side_line(report)}
 <h2>Safety gate</h2>{verdict}
 {gate_evidence(report, missed_png)}
 {targets_table(report.get("targets", []))}
