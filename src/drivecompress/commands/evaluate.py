@@ -33,10 +33,7 @@ def _eval(a: argparse.Namespace) -> dict[str, Any]:
     device = select_device(a.device)
     model = load_model_arg(a.model)
     data = Data.from_npz(a.data)
-    if model.module is None:
-        from drivecompress.pipeline.runner import check_onnx_input
-
-        check_onnx_input(model.onnx_path, data)
+    model.check_against(data)
     test = data.test.head(a.subset)
     metrics = evaluate_predictor(model.predictor(device=device), test, a.batch_size, data.safety_critical,
                                  data.num_classes)
@@ -70,9 +67,6 @@ def _bench(a: argparse.Namespace) -> dict[str, Any]:
     select_device(a.device)  # validates --device; latency is always measured on the CPU runtime
     model = load_model_arg(a.model)
     data = Data.from_npz(a.data)
-    if model.module is None:
-        from drivecompress.pipeline.runner import check_onnx_input
-
-        check_onnx_input(model.onnx_path, data)
+    model.check_against(data)
     cfg = SpeedConfig(warmup=a.warmup, runs=a.runs, throughput_seconds=a.seconds)
     return {"model": str(model.source), **bench(model, data.test.head(64), cfg, data.input_shape)}

@@ -29,7 +29,6 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     from drivecompress.errors import BadInputError, GateRefusedError
     from drivecompress.evaluate.measure import evaluate_predictor
     from drivecompress.pipeline.gate import check_gate
-    from drivecompress.pipeline.runner import check_onnx_input
     from drivecompress.utils.device import select_device
 
     if a.subset is not None and a.subset < 1:
@@ -41,8 +40,7 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     metrics = []
     for arg in (a.baseline, a.candidate):
         model = as_model(arg)
-        if model.module is None:
-            check_onnx_input(model.onnx_path, data)
+        model.check_against(data)
         metrics.append(evaluate_predictor(model.predictor(device=device), test, safety_critical=data.safety_critical,
                                           num_classes=data.num_classes))
     gate = check_gate(metrics[0], metrics[1], recipe.budgets, sorted(data.safety_critical), data.class_names, test.y)

@@ -39,10 +39,7 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
             raise BadInputError(f"--source {a.source}: must be a checkpoint folder or 'baseline'")
         source, transfer = src.module, model.module is None
     data = Data.from_npz(a.data)
-    if model.module is None:
-        from drivecompress.pipeline.runner import check_onnx_input
-
-        check_onnx_input(model.onnx_path, data)
+    model.check_against(data)
     test = data.test
     cfg = RobustnessConfig(corruption_images=None if a.full else 500, attack_images=None if a.full else 256,
                            pgd_steps=a.pgd_steps, seed=a.seed, safety_critical=tuple(sorted(data.safety_critical)))

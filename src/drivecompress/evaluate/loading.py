@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from drivecompress.data.api import Data
 from drivecompress.data.gtsrb import repo_root
 from drivecompress.errors import BadInputError
 from drivecompress.evaluate.predictor import OnnxPredictor, Predictor, TorchPredictor
@@ -29,6 +30,13 @@ class LoadedModel:
     module: nn.Module | None = None
     onnx_path: Path | None = None
     meta: dict[str, Any] | None = None
+
+    def check_against(self, data: Data) -> LoadedModel:
+        """Refuse (exit 2) an ONNX model that cannot take ``data``'s images or predicts another number of
+        classes; a module is checked when it is measured. Returns self, so loading and checking chain."""
+        if self.module is None:
+            check_onnx_input(self.onnx_path, data)
+        return self
 
     def predictor(self, threads: int | None = None, device: str | torch.device = "cpu") -> Predictor:
         if self.module is not None:
@@ -50,3 +58,19 @@ def load_model_arg(arg: str | Path, template: nn.Module | None = None) -> Loaded
         OnnxPredictor(path)  # fails early with a clear message if the file is corrupt
         return LoadedModel(source=path, onnx_path=path)
     raise BadInputError(f"{path}: not a checkpoint folder or an .onnx file")
+
+
+def check_onnx_input(path: Path, data: Data) -> None:
+    """An ONNX model must take the data's images: one NCHW input whose fixed dimensions match."""
+    p = OnnxPredictor(path)
+    dims = p.input_dims
+    if len(dims) != 4:
+        raise BadInputError(f"{path}: input '{p.input_name}' has rank {len(dims)}, expected 4 (N, C, H, W)")
+    for got, want, what in zip(dims[1:], data.input_shape, ("channels", "height", "width"), strict=True):
+        if isinstance(got, int) and got != want:
+            raise BadInputError(f"{path}: input '{p.input_name}' has {got} {what}, the data has {want}")
+    if isinstance(dims[0], int) and dims[0] != 1:
+        raise BadInputError(f"{path}: input batch is fixed at {dims[0]}; export it with a dynamic batch dimension")
+    out = p.output_dims
+    if len(out) == 2 and isinstance(out[1], int) and out[1] != data.num_classes:
+        raise BadInputError(f"{path}: output '{p.output_name}' has {out[1]} classes, the data has {data.num_classes}")

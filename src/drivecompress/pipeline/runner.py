@@ -62,22 +62,6 @@ def check_plan(recipe: Recipe, has_module: bool, source: str) -> None:
             quantized_at = i
 
 
-def check_onnx_input(path: Path, data: Data) -> None:
-    """An ONNX model must take the data's images: one NCHW input whose fixed dimensions match."""
-    p = OnnxPredictor(path)
-    dims = p.input_dims
-    if len(dims) != 4:
-        raise BadInputError(f"{path}: input '{p.input_name}' has rank {len(dims)}, expected 4 (N, C, H, W)")
-    for got, want, what in zip(dims[1:], data.input_shape, ("channels", "height", "width"), strict=True):
-        if isinstance(got, int) and got != want:
-            raise BadInputError(f"{path}: input '{p.input_name}' has {got} {what}, the data has {want}")
-    if isinstance(dims[0], int) and dims[0] != 1:
-        raise BadInputError(f"{path}: input batch is fixed at {dims[0]}; export it with a dynamic batch dimension")
-    out = p.output_dims
-    if len(out) == 2 and isinstance(out[1], int) and out[1] != data.num_classes:
-        raise BadInputError(f"{path}: output '{p.output_name}' has {out[1]} classes, the data has {data.num_classes}")
-
-
 def _measure(state: State, artifact: Path, data: Data, recipe: Recipe, speed: SpeedConfig) -> dict[str, Any]:
     """The same metrics for every stage, measured on ONNX Runtime; robustness figures when the recipe asks
     (adversarial examples crafted on the float module, transferred when the artifact is quantized)."""
@@ -146,8 +130,7 @@ def run_recipe(loaded: LoadedModel, recipe: Recipe, data: Data, out: str | Path,
     refuses (the run folder and the rejected model are kept) and BadInputError for inputs it cannot take."""
     out = Path(out)
     check_plan(recipe, loaded.module is not None, str(loaded.source))
-    if loaded.module is None:
-        check_onnx_input(loaded.onnx_path, data)
+    loaded.check_against(data)
     dev = device if isinstance(device, torch.device) else select_device(device)
     _prepare_out(out, recipe, resume)
     speed = SpeedConfig(runs=recipe.evaluation.latency_runs, throughput_seconds=recipe.evaluation.throughput_seconds)
