@@ -11,7 +11,7 @@ the same code. Importing this package registers every recipe step.
     print(result.passed, result.model_path)
 """
 
-from drivecompress.api import CompressResult, compress, load_model, save_model
+from drivecompress.api import CompressResult, compress, load_model, save_model, unpack
 from drivecompress.core import StepConfig, register_step, step_types
 from drivecompress.data.api import Data
 from drivecompress.distill.step import DistillConfig
@@ -26,6 +26,8 @@ from drivecompress.prune.unstructured import UnstructuredConfig, sparsify
 from drivecompress.quant.ptq import PTQConfig
 from drivecompress.quant.qat import QATConfig, prepare_qat, qat
 from drivecompress.quant.quantize import quantize
+from drivecompress.share.dcz import read_dcz, write_dcz
+from drivecompress.share.kmeans import ShareConfig, share
 from drivecompress.train.finetune import FinetuneConfig, finetune
 
 __version__ = "0.2.0"
@@ -42,6 +44,7 @@ __all__ = [
     "PruneConfig",
     "QATConfig",
     "Recipe",
+    "ShareConfig",
     "StepConfig",
     "StudentConfig",
     "Targets",
@@ -57,8 +60,12 @@ __all__ = [
     "prune",
     "qat",
     "quantize",
+    "read_dcz",
     "register_step",
     "save_model",
+    "share",
     "sparsify",
     "step_types",
+    "unpack",
+    "write_dcz",
 ]

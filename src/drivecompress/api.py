@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,36 @@ def load_model(folder: str | os.PathLike, template: Template | None = None) -> n
     """Load a checkpoint folder; a user-defined network needs ``template`` (the module or its constructor):
     its layers are reshaped to the saved widths, the weights loaded, and the fingerprint checked."""
     return load_checkpoint(folder, template=template)[0]
+
+
+def unpack(archive: str | os.PathLike, out: str | os.PathLike, *, data: Data | str | os.PathLike | None = None,
+           template: Template | None = None) -> dict[str, Any]:
+    """Decode a ``.dcz`` archive into the checkpoint folder ``out`` (created; must be new or empty) and, when
+    the network can be rebuilt (a zoo model, or ``template`` given), its fp32 deploy ONNX ``out/model.onnx``,
+    parity-checked on test images of ``data``. Returns what was written and the decode time."""
+    from drivecompress.data.transforms import deploy_input
+    from drivecompress.errors import BadInputError
+    from drivecompress.export.onnx import export_onnx
+    from drivecompress.share.dcz import decode_state
+    from drivecompress.train.checkpoint import model_from, write_checkpoint
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BadInputError(f"{out}: --out must be a new or empty folder (it holds files that would be overwritten)")
+    state, doc, seconds = decode_state(Path(archive))
+    result: dict[str, Any] = {"archive": str(archive), "checkpoint": str(out), "decode_seconds": round(seconds, 3)}
+    if doc.get("kind") == "layout" and template is None:
+        write_checkpoint(out, state, doc)
+        return result | {"onnx": None, "note": "a user-defined network: export it after "
+                                               "drivecompress.load_model(out, template=<your model>)"}
+    model = model_from(doc, state, Path(archive), template)
+    d = as_data(data)
+    tmp = out.with_name(f".{out.name}.unpacking")  # filled, then renamed: no half-unpacked DIR
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    exp = export_onnx(model, tmp / "model.onnx", deploy_input(d.test.x[:64]))
+    write_checkpoint(tmp, state, doc)
+    if out.exists():
+        out.rmdir()
+    tmp.replace(out)
+    return result | {"onnx": str(out / "model.onnx"), "onnx_max_abs_diff": exp.max_abs_diff}

@@ -62,12 +62,11 @@ def _fingerprint(model: nn.Module, shape: list[int]) -> list[float]:
     return model.eval()(_fingerprint_input(shape)).flatten()[:64].tolist()
 
 
-def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any] | None = None,
-                    input_shape: tuple[int, ...] | None = None) -> Path:
-    """Write weights and metadata atomically. A zoo model stores its spec; any other module its layout and
-    a fingerprint (``input_shape`` (C, H, W) is then needed)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+def checkpoint_document(model: nn.Module, meta: dict[str, Any] | None = None,
+                        input_shape: tuple[int, ...] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The weights and the JSON document that rebuild ``model`` (what ``save_checkpoint`` writes, and what a
+    ``.dcz`` archive carries). A zoo model stores its spec; any other module its layout and a fingerprint
+    (``input_shape`` (C, H, W) is then needed)."""
     model = model.cpu().eval()
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     doc: dict[str, Any] = {"format_version": FORMAT_VERSION, **(meta or {})}
@@ -78,13 +77,26 @@ def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any] |
             raise ValueError("save_checkpoint: input_shape (C, H, W) is needed to save a user-defined module")
         cls = type(model)
         doc.update({"kind": "layout", "module_class": f"{cls.__module__}.{cls.__qualname__}",
-                    "input_shape": list(input_shape), "layout": module_layout(model),
-                    "fingerprint": _fingerprint(model, list(input_shape))})
+                    "layout": module_layout(model), "fingerprint": _fingerprint(model, list(input_shape))})
     if input_shape is not None:
         doc["input_shape"] = list(input_shape)
+    return state, doc
+
+
+def write_checkpoint(folder: str | Path, state: dict[str, torch.Tensor], doc: dict[str, Any]) -> Path:
+    """Write weights and document atomically (weights first: ``model.json`` marks a complete checkpoint)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p)))
     atomic_write_json(folder / META, doc)
     return folder
+
+
+def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any] | None = None,
+                    input_shape: tuple[int, ...] | None = None) -> Path:
+    """Write weights and metadata atomically. A zoo model stores its spec; any other module its layout and
+    a fingerprint (``input_shape`` (C, H, W) is then needed)."""
+    return write_checkpoint(folder, *checkpoint_document(model, meta, input_shape))
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:
@@ -137,23 +149,45 @@ def _reshape_to(model: nn.Module, layout: dict[str, Any], state: dict[str, torch
             m._buffers[leaf] = torch.empty_like(tensor)
 
 
-def _load_layout(folder: Path, meta: dict[str, Any], template: Template | None) -> nn.Module:
+def model_from(doc: dict[str, Any], state: dict[str, torch.Tensor], where: Path,
+               template: Template | None = None) -> nn.Module:
+    """Rebuild the model a checkpoint document describes and load ``state`` into it, checking every tensor's
+    presence and shape (and, for a user-defined network, the fingerprint). ``where`` names the source in errors."""
+    if doc.get("kind") == "layout":
+        return _load_layout(where, doc, state, template)
+    model = build_model(doc["spec"])
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise BadInputError(
+            f"{where}: weights do not match the spec in {META} "
+            f"(missing: {missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected: {unexpected[:3]})"
+        )
+    for k, v in expected.items():
+        if state[k].shape != v.shape:
+            raise BadInputError(f"{where}: tensor '{k}' has shape {tuple(state[k].shape)}, spec says {tuple(v.shape)}")
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _load_layout(where: Path, meta: dict[str, Any], state: dict[str, torch.Tensor],
+                 template: Template | None) -> nn.Module:
     if template is None:
         raise BadInputError(
-            f"{folder}: holds a user-defined network ({meta.get('module_class')}); its code is not stored in the "
+            f"{where}: holds a user-defined network ({meta.get('module_class')}); its code is not stored in the "
             "file, so load it with drivecompress.load_model(folder, template=<your model or its constructor>)")
     model = copy.deepcopy(template) if isinstance(template, nn.Module) else template()
-    state = _read_weights(folder / WEIGHTS)
-    _reshape_to(model, meta.get("layout", {}), state, folder / META)
+    _reshape_to(model, meta.get("layout", {}), state, where)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise BadInputError(f"{folder / WEIGHTS}: weights do not fit the given model ({first})") from exc
+        raise BadInputError(f"{where}: weights do not fit the given model ({first})") from exc
     got = _fingerprint(model, meta["input_shape"])
     want = meta.get("fingerprint", [])
     if len(got) != len(want) or max((abs(a - b) for a, b in zip(got, want, strict=True)), default=0.0) > 1e-3:
-        raise BadInputError(f"{folder}: the rebuilt model does not compute what was saved (fingerprint differs): "
+        raise BadInputError(f"{where}: the rebuilt model does not compute what was saved (fingerprint differs): "
                             "its forward depends on more than the layer widths this format restores")
     return model
 
@@ -167,21 +201,8 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu",
     if not folder.is_dir():
         raise BadInputError(f"{folder}: not a checkpoint folder")
     meta = read_meta(folder)
-    if meta.get("kind") == "layout":
-        return _load_layout(folder, meta, template).to(device).eval(), meta
-    model = build_model(meta["spec"])
-    wpath = folder / WEIGHTS
-    state = _read_weights(wpath)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise BadInputError(
-            f"{wpath}: weights do not match the spec in {META} "
-            f"(missing: {missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected: {unexpected[:3]})"
-        )
-    for k, v in expected.items():
-        if state[k].shape != v.shape:
-            raise BadInputError(f"{wpath}: tensor '{k}' has shape {tuple(state[k].shape)}, spec says {tuple(v.shape)}")
-    model.load_state_dict(state)
-    return model.to(device).eval(), meta
+    if meta.get("kind") == "layout" and template is None:
+        _load_layout(folder, meta, {}, None)  # raises the "give a template" error before reading weights
+    state = _read_weights(folder / WEIGHTS)
+    return model_from(meta, state, folder / (META if meta.get("kind") == "layout" else WEIGHTS),
+                      template).to(device).eval(), meta

@@ -1,0 +1,1 @@
+"""Deep Compression's weight sharing and its entropy-coded ``.dcz`` archive."""
