@@ -168,4 +168,5 @@ def test_share_step_in_a_recipe_continues_from_the_decoded_archive(tmp_path, min
     saved = dc.load_model(tmp_path / "run" / "steps" / "01-share" / "model")
     x = deploy_input(mini_data.test.x[:16])
     assert torch.allclose(_logits(decoded.model, x), _logits(saved, x), atol=1e-5)
-    assert "share" in (tmp_path / "run" / "report.html").read_text()
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "huffman bytes" in page and "decoded from the archive" in page

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -73,11 +74,35 @@ def _print_human(result: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    nproc = getattr(args, "nproc_per_node", 1) or 1
+    if nproc < 1:
+        print("drivecompress: error: --nproc-per-node must be >= 1", file=sys.stderr)
+        return 2
+    from drivecompress.train import distributed as ddp
+
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return ddp.launch(argv, nproc)  # torchrun re-runs this command in nproc processes
     try:
+        return _run(args)
+    finally:
+        if ddp.active():
+            ddp.dist.destroy_process_group()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from drivecompress.train import distributed as ddp
+
+    try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from drivecompress.utils.device import select_device
+
+            ddp.init_from_env(select_device(getattr(args, "device", None)))
         result = args._handler(args)
     except BadInputError as exc:
-        print(f"drivecompress: error: {exc}", file=sys.stderr)
+        if ddp.is_main():
+            print(f"drivecompress: error: {exc}", file=sys.stderr)
         return 2
     except GateRefusedError as exc:
         print(f"drivecompress: gate refused: {exc}", file=sys.stderr)
@@ -93,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _emit(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    from drivecompress.train import distributed as ddp
+
+    if not ddp.is_main():
+        return
     if getattr(args, "json", False):
         print(json.dumps(jsonable(result), default=str, allow_nan=False))
     elif result:

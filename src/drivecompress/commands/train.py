@@ -44,6 +44,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subset", type=int, help="train on a random subset of N images (quick runs)")
     p.add_argument("--max-batches", type=int, help="cap batches per epoch (quick runs)")
     p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
+    p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                   help="data-parallel training in N local processes (torchrun, gloo on CPU / NCCL on GPU); "
+                        "--batch-size stays the global batch. Several machines: see README")
 
 
 @_args.bind

@@ -134,12 +134,35 @@ def step_details(report: dict[str, Any]) -> str:
             parts.append("<table><tr><th>layer</th><th>zero weights</th></tr>" + "".join(
                 f"<tr><td>{html.escape(k)}</td><td>{100 * v:.2f}%</td></tr>"
                 for k, v in notes["layer_sparsity"].items()) + "</table>")
+        if isinstance(notes.get("archive"), dict):
+            parts.append(archive_table(report, s))
         if "kept_float" in notes:
             kept = ", ".join(notes["kept_float"]) or "none"
             parts.append(f"<p>Layers kept in float: {html.escape(kept)}</p>")
         if parts:
             out.append(f"<h3>{html.escape(s['name'])} ({html.escape(s['type'])})</h3>" + "".join(parts))
     return ("<h2>Inside each step</h2>" + "\n".join(out)) if out else ""
+
+
+def archive_table(report: dict[str, Any], step: dict[str, Any]) -> str:
+    """Deep Compression's size table (per layer and in total: fp32 -> pruned -> shared -> Huffman) with the
+    test accuracy after each stage: the baseline, the step before sharing, the model decoded from the archive."""
+    a = step["notes"]["archive"]
+    i = report["steps"].index(step)
+    before = report["steps"][i - 1]["metrics"] if i > 0 else report["baseline"]
+    cols = ("params", "nonzero", "bits", "fp32_bytes", "pruned_bytes", "shared_bytes", "huffman_bytes")
+    rows = [[html.escape(r["layer"])] + [f"{r[c]:,}" for c in cols] for r in a["layers"]]
+    t = a["total"]
+    rows.append(["<b>all shared layers</b>"] + [f"<b>{t[c]:,}</b>" if c in t else "" for c in cols])
+    acc = (f"<p>Test accuracy: fp32 {100 * report['baseline']['accuracy']:.2f}% &rarr; before sharing "
+           f"{100 * before['accuracy']:.2f}% &rarr; decoded from the archive {100 * step['metrics']['accuracy']:.2f}% "
+           "(Huffman coding is lossless). ")
+    onnx = (f"Archive {a['archive_bytes']:,} B (all tensors, structure, checksum) vs the fp32 ONNX "
+            f"{a['fp32_onnx_bytes']:,} B: <b>{a['reduction_vs_fp32_onnx']}x smaller</b>; "
+            if "fp32_onnx_bytes" in a else f"Archive {a['archive_bytes']:,} B; ")
+    return (acc + onnx + f"decoded in {a.get('decode_seconds', float('nan')):.2f} s.</p>"
+            "<table><tr><th>layer</th>" + "".join(f"<th>{c.replace('_', ' ')}</th>" for c in cols) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
 
 
 def targets_table(rows: list[dict[str, Any]]) -> str:

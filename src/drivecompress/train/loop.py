@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from drivecompress.data.dataset import LabeledImages
 from drivecompress.data.transforms import AugmentConfig, augment_batch, to_tensor_batch
 from drivecompress.evaluate.predictor import TorchPredictor, predict_all
+from drivecompress.train import distributed as ddp
 from drivecompress.train.progress import TrainProgress
 from drivecompress.utils.device import seed_everything
 
@@ -144,6 +145,18 @@ def evaluate_accuracy(model: nn.Module, data: LabeledImages, device: torch.devic
     return float((logits.argmax(1) == data.y).mean())
 
 
+def _val_accuracy(model: nn.Module, val: LabeledImages, device: torch.device, batch_size: int) -> float:
+    """Validation accuracy; under torch.distributed each rank predicts its share and the counts are summed."""
+    if not ddp.active():
+        return evaluate_accuracy(model, val, device, batch_size)
+    idx = ddp.shard(torch.arange(len(val))).numpy()
+    was_training = model.training
+    logits = predict_all(TorchPredictor(model, device), val.x[idx], batch_size) if len(idx) else np.zeros((0, 1))
+    model.to(device).train(was_training)
+    correct, n = ddp.sum_over_ranks(float((logits.argmax(1) == val.y[idx]).sum()), float(len(idx)))
+    return correct / n if n else float("nan")
+
+
 def _train_batches(x_all: torch.Tensor, s_all: torch.Tensor, steps: int, cfg: TrainConfig,
                    device: torch.device, gen: torch.Generator, rng: np.random.Generator) -> Iterator[torch.Tensor]:
     """One epoch of training inputs, augmented as in training (for the BatchNorm re-estimation pass)."""
@@ -176,14 +189,18 @@ def fit(
     result reports its validation accuracy as ``best_val_accuracy`` and ``best_epoch`` = ``cfg.epochs``.
     """
     seed_everything(cfg.seed)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    world, main = ddp.world_size(), ddp.is_main()
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + ddp.rank())  # one augmentation seed per rank
+    rng = np.random.default_rng(cfg.seed)  # the same epoch order on every rank; each takes its share
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    net = ddp.wrap(model, device)
     loss_fn = loss_fn or (lambda logits, y, _x: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing))
     opt = _make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    if 0 < len(train) % cfg.batch_size < world:
+        steps_per_epoch -= 1  # a last batch smaller than the number of ranks would leave a rank without images
     if cfg.max_batches_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_batches_per_epoch)
     amp = _amp_enabled(cfg, device)
@@ -194,13 +211,13 @@ def fit(
     swa: torch.optim.swa_utils.AveragedModel | None = None
     start = time.perf_counter()
     step = 0
-    with TrainProgress(description, cfg.epochs, steps_per_epoch) as bar:
+    with TrainProgress(description, cfg.epochs, steps_per_epoch, enabled=main) as bar:
         for epoch in range(cfg.epochs):
-            model.train()
+            net.train()
             perm = torch.as_tensor(epoch_order(train.y, cfg.class_balance, rng))
             run_loss, run_correct, seen = 0.0, 0, 0
             for b in range(steps_per_epoch):
-                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                idx = ddp.shard(perm[b * cfg.batch_size : (b + 1) * cfg.batch_size])
                 x = to_tensor_batch(x_all[idx], device)
                 y = y_all[idx].to(device)
                 if cfg.augment:
@@ -210,7 +227,7 @@ def fit(
                 for g in opt.param_groups:
                     g["lr"] = learning_rate(cfg, step, steps_per_epoch)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = model(x)
+                    logits = net(x)
                     loss = loss_fn(logits.float(), y, x)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -220,7 +237,8 @@ def fit(
                 run_correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
                 bar.advance(loss=run_loss / seen, acc=run_correct / seen)
-            val_acc = evaluate_accuracy(model, val, device, cfg.eval_batch_size)
+            run_loss, run_correct, seen = ddp.sum_over_ranks(run_loss, run_correct, seen)
+            val_acc = _val_accuracy(model, val, device, cfg.eval_batch_size)
             rec = {"epoch": epoch + 1, "train_loss": run_loss / seen, "train_acc": run_correct / seen,
                    "val_acc": val_acc, "lr": opt.param_groups[0]["lr"]}
             history.append(rec)
@@ -232,16 +250,18 @@ def fit(
             if val_acc > best_acc:
                 best_acc, best_epoch = val_acc, epoch + 1
                 best_state = copy.deepcopy(model.state_dict())
-                if on_best is not None:
+                if on_best is not None and main:
                     on_best(model, rec)
     if swa is not None:
         model.load_state_dict(swa.module.state_dict())
         # Averaged weights never produced the running statistics stored with them: re-estimate them exactly
         # (cumulative average) on one epoch of augmented training batches.
         torch.optim.swa_utils.update_bn(_train_batches(x_all, s_all, steps_per_epoch, cfg, device, gen, rng), model)
-        best_acc, best_epoch = evaluate_accuracy(model, val, device, cfg.eval_batch_size), cfg.epochs
+        ddp.broadcast_state(model)  # each rank re-estimated BN on its own batches: keep rank 0's
+        best_acc, best_epoch = _val_accuracy(model, val, device, cfg.eval_batch_size), cfg.epochs
         history.append({"epoch": cfg.epochs, "swa_models": int(swa.n_averaged), "val_acc": best_acc})
     elif best_state is not None:
         model.load_state_dict(best_state)
+    ddp.broadcast_state(model)  # identical on every rank (they are already; this makes it a guarantee)
     model.to(memory_format=torch.contiguous_format).eval()
     return TrainResult(best_acc, best_epoch, history, time.perf_counter() - start)

@@ -16,8 +16,8 @@ from rich.progress import (
 class TrainProgress:
     """Epoch/step bar showing running loss, accuracy, last validation accuracy and ETA."""
 
-    def __init__(self, description: str, epochs: int, steps_per_epoch: int) -> None:
-        self.epochs, self.steps = epochs, steps_per_epoch
+    def __init__(self, description: str, epochs: int, steps_per_epoch: int, enabled: bool = True) -> None:
+        self.epochs, self.steps, self.enabled = epochs, steps_per_epoch, enabled
         self.epoch, self.val = 0, float("nan")
         console = Console(stderr=True)
         self.progress = Progress(
@@ -30,6 +30,7 @@ class TrainProgress:
             TimeRemainingColumn(),
             console=console,
             transient=False,
+            disable=not enabled,
             refresh_per_second=2,
         )
         self.task = self.progress.add_task(description, total=epochs * steps_per_epoch, info="")
@@ -50,6 +51,6 @@ class TrainProgress:
     def end_epoch(self, val_acc: float) -> None:
         self.val = val_acc
         self.epoch += 1
-        if not self.progress.console.is_terminal:
+        if self.enabled and not self.progress.console.is_terminal:
             # Non-interactive (logs, CI): one line per epoch instead of a redrawn bar.
             self.progress.console.print(f"{self.description}: epoch {self.epoch}/{self.epochs} val_acc {val_acc:.4f}")

@@ -13,6 +13,7 @@ from drivecompress.data.api import Data
 from drivecompress.data.dataset import channel_stats
 from drivecompress.errors import BadInputError
 from drivecompress.models import build_model, default_spec
+from drivecompress.train import distributed as ddp
 from drivecompress.train.checkpoint import META, WEIGHTS, save_checkpoint
 from drivecompress.train.loop import TrainConfig, evaluate_accuracy, fit
 from drivecompress.utils.device import select_device
@@ -64,7 +65,7 @@ def train_model(job: TrainJob, cfg: TrainConfig) -> dict[str, Any]:
         }
     }
 
-    def on_best(m: torch.nn.Module, rec: dict[str, float]) -> None:
+    def on_best(m: torch.nn.Module, rec: dict[str, float]) -> None:  # fit calls it on rank 0 only
         save_checkpoint(job.out, m, {**meta, "metrics": {"val_accuracy": rec["val_acc"], "epoch": rec["epoch"]}})
 
     result = fit(model, train, val, cfg, device, on_best=on_best, description=f"train {job.arch}")
@@ -77,5 +78,8 @@ def train_model(job: TrainJob, cfg: TrainConfig) -> dict[str, Any]:
         "test_accuracy": test_acc,
         "params": sum(p.numel() for p in model.parameters()),
     }
-    save_checkpoint(job.out, model, meta)
-    return {"out": str(job.out), **meta["metrics"], "seconds": round(result.seconds, 1)}
+    meta["training"]["processes"] = ddp.world_size()
+    if ddp.is_main():
+        save_checkpoint(job.out, model, meta)
+    return {"out": str(job.out), **meta["metrics"], "seconds": round(result.seconds, 1),
+            "processes": ddp.world_size()}
