@@ -62,3 +62,30 @@ def test_train_command_with_two_processes_writes_one_checkpoint(tmp_path):
     assert doc["processes"] == 2
     meta = json.loads((out / "model.json").read_text())
     assert meta["training"]["processes"] == 2 and (out / "model.safetensors").exists()
+
+
+def _compress(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "drivecompress", "compress", *args, "--nproc-per-node", "2"],
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_compress_with_two_processes_rank0_writes_and_the_verdict_exit_code_survives(tmp_path):
+    from drivecompress.train.checkpoint import save_checkpoint
+
+    from .conftest import tiny_model
+
+    model_dir = save_checkpoint(tmp_path / "tiny", tiny_model("vgg"), {"class_names": [str(i) for i in range(43)]})
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("steps:\n  - type: finetune\n    epochs: 1\n    train_subset: 256\n    batch_size: 64\n"
+                      "evaluation:\n  test_subset: 200\n  latency_runs: 10\n  throughput_seconds: 0.2\n")
+    out = tmp_path / "run"
+    proc = _compress(str(model_dir), "--recipe", str(recipe), "--out", str(out), "--json")
+    assert proc.returncode in (0, 3), proc.stderr[-2000:]
+    assert len([ln for ln in proc.stdout.splitlines() if ln.startswith("{")]) == 1
+    report = json.loads((out / "report.json").read_text())
+    assert (proc.returncode == 0) is report["gate"]["passed"]
+    assert sorted(p.name for p in (out / "steps").iterdir()) == ["00-finetune"]
+    bad = _compress(str(model_dir), "--recipe", str(recipe), "--out", str(tmp_path / "run2"),
+                    "--set", "steps.0.no_such_key=1")
+    assert bad.returncode == 2 and "no_such_key" in bad.stderr and not (tmp_path / "run2").exists()

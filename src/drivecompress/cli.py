@@ -85,10 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         return ddp.launch(argv, nproc)  # torchrun re-runs this command in nproc processes
     try:
-        return _run(args)
+        rc = _run(args)
     finally:
         if ddp.active():
             ddp.dist.destroy_process_group()
+    return ddp.report_exit(rc)
 
 
 def _run(args: argparse.Namespace) -> int:

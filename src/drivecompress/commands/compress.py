@@ -22,6 +22,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a recipe value, type-checked, e.g. --set steps.0.calibration=entropy "
                    "or --set budgets.max_accuracy_drop=0.3 (repeatable)")
+    p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                   help="run the recipe's training (fine-tuning, distillation, QAT) data-parallel in N local "
+                        "processes (torchrun); rank 0 alone writes the run folder and measures")
 
 
 @_args.bind
@@ -37,9 +40,12 @@ def run_with_summary(loaded, recipe, data, out: Path, resume: bool, device: str 
     """Run and summarise; on a gate refusal the summary still reaches stdout (attached to the exception)."""
     from drivecompress.errors import GateRefusedError
     from drivecompress.pipeline.runner import run_recipe
+    from drivecompress.train import distributed as ddp
 
     try:
         rep = run_recipe(loaded, recipe, data, out, resume=resume, device=device)
+        if not ddp.is_main():
+            return {}  # ranks > 0 trained; rank 0 reports
     except GateRefusedError as exc:
         if exc.report:
             exc.summary = summary(exc.report, out)  # type: ignore[attr-defined]

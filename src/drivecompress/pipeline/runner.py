@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from drivecompress.evaluate.robustness import RobustnessConfig, robustness_repor
 from drivecompress.export.onnx import export_onnx
 from drivecompress.pipeline.gate import check_gate, check_targets
 from drivecompress.pipeline.recipe import Recipe
+from drivecompress.train import distributed as ddp
 from drivecompress.train.checkpoint import load_checkpoint, save_checkpoint
 from drivecompress.utils.device import seed_everything, select_device
 from drivecompress.utils.io import atomic_write_json, atomic_write_text
@@ -92,6 +94,9 @@ def _prepare_out(out: Path, recipe: Recipe, resume: bool) -> None:
         raise BadInputError(f"{out}: already holds a run; use --resume to continue it or choose another --out")
     if resume and stored.exists() and yaml.safe_load(stored.read_text()) != recipe.resolved():
         raise BadInputError(f"{stored}: the recipe differs from the one this run started with; cannot resume")
+    ddp.barrier()  # every rank has checked before rank 0 writes anything
+    if not ddp.is_main():
+        return
     try:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(stored, yaml.safe_dump(recipe.resolved(), sort_keys=False))
@@ -135,7 +140,12 @@ def run_recipe(loaded: LoadedModel, recipe: Recipe, data: Data, out: str | Path,
     _prepare_out(out, recipe, resume)
     speed = SpeedConfig(runs=recipe.evaluation.latency_runs, throughput_seconds=recipe.evaluation.throughput_seconds)
     check = deploy_input(data.test.x[:64])
-    baseline = _baseline(loaded, out, data, recipe, speed, resume)
+    # Under torchrun every rank runs the steps (their training is data-parallel); rank 0 alone writes the run
+    # folder and measures, the others write into a scratch folder and wait, so no measurement shares the CPU.
+    main = ddp.is_main()
+    scratch = Path(tempfile.mkdtemp(prefix=f"drivecompress-rank{ddp.rank()}-")) if not main else None
+    baseline = _baseline(loaded, out, data, recipe, speed, resume) if main else {}
+    ddp.barrier()
     # Steps change their model in place; the input model stays untouched as the distillation teacher.
     state = State(module=copy.deepcopy(loaded.module), fp32_onnx=out / "baseline.onnx")
     records = []
@@ -146,13 +156,17 @@ def run_recipe(loaded: LoadedModel, recipe: Recipe, data: Data, out: str | Path,
         if prev is not None:
             state, rec = prev
             state.fp32_onnx = out / "baseline.onnx"
-            _err.print(f"[bold]compress[/]: step {i + 1}/{len(recipe.steps)} {name}: done earlier, resumed")
+            if main:
+                _err.print(f"[bold]compress[/]: step {i + 1}/{len(recipe.steps)} {name}: done earlier, resumed")
             records.append(rec)
             continue
-        if step_dir.exists():
+        if scratch is not None:
+            step_dir = scratch / step_dir.name
+        elif step_dir.exists():
             shutil.rmtree(step_dir)  # a step killed midway restarts from the previous step's state
         step_dir.mkdir(parents=True)
-        _err.print(f"[bold]compress[/]: step {i + 1}/{len(recipe.steps)} {name} ...")
+        if main:
+            _err.print(f"[bold]compress[/]: step {i + 1}/{len(recipe.steps)} {name} ...")
         seed_everything(recipe.seed + i)
         _, handler = lookup(kind)
         t0 = time.perf_counter()
@@ -163,6 +177,9 @@ def run_recipe(loaded: LoadedModel, recipe: Recipe, data: Data, out: str | Path,
                 raise
             raise BadInputError(f"step {i} ({kind}): {exc}") from exc
         seconds = time.perf_counter() - t0
+        if not main:
+            ddp.barrier()  # rank 0 saves and measures the step
+            continue
         if state.module is not None:
             save_checkpoint(step_dir / "model", state.module, {"class_names": list(data.class_names)},
                             input_shape=data.input_shape)
@@ -171,6 +188,10 @@ def run_recipe(loaded: LoadedModel, recipe: Recipe, data: Data, out: str | Path,
         rec = {"name": name, "type": kind, "seconds": round(seconds, 1), "metrics": metrics, "notes": state.notes}
         atomic_write_json(step_dir / "done.json", rec)
         records.append(rec)
+        ddp.barrier()
+    if not main:
+        shutil.rmtree(scratch, ignore_errors=True)
+        return {}
     return _finish(out, recipe, loaded, data, baseline, records)
 
 

@@ -15,14 +15,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
 DEFAULT_TIMEOUT_S = 300.0
+_EXIT_FILE = "DRIVECOMPRESS_EXIT_FILE"
 
 
 def active() -> bool:
@@ -98,6 +101,22 @@ def launch(argv: Sequence[str], nproc: int) -> int:
     each (README)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "drivecompress", *argv]
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    return subprocess.call(cmd, env=env)
+    with tempfile.TemporaryDirectory(prefix="drivecompress-launch-") as tmp:
+        exit_file = Path(tmp) / "exit_code"
+        env = {**os.environ, _EXIT_FILE: str(exit_file)}
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+        rc = subprocess.call(cmd, env=env)
+        if rc == 0 and exit_file.exists():
+            return int(exit_file.read_text() or 0)
+        return rc
+
+
+def report_exit(rc: int) -> int:
+    """In a launched worker, rank 0 hands its exit code (2 bad input, 3 gate refused) to ``launch`` through a
+    file and exits 0, so torchrun does not report a deliberate verdict as a crashed worker."""
+    path = os.environ.get(_EXIT_FILE)
+    if path and "LOCAL_RANK" in os.environ and rc in (0, 2, 3):
+        if is_main() and int(os.environ.get("RANK", "0")) == 0:
+            Path(path).write_text(str(rc))
+        return 0
+    return rc
