@@ -79,6 +79,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, ckpt):
         time.sleep(0.05)
     time.sleep(0.5)
     assert proc.poll() is None, "run finished before it could be killed mid-step"
+    second = subprocess.run([*cmd, "--out", str(killed), "--resume"], capture_output=True, text=True)
+    assert second.returncode == 2 and "in use by another drivecompress" in second.stderr  # the run folder's lock
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (killed / "steps" / "00-finetune" / "done.json").exists()

@@ -55,6 +55,18 @@ class Data:
     def test(self) -> LabeledImages:
         return self.splits.test
 
+    def fingerprint(self) -> str:
+        """sha256 of every image and label of every split, the class names and the safety set (what a resumed
+        run must find unchanged)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for part in (self.train, self.val, self.test):
+            h.update(np.ascontiguousarray(part.x).tobytes())
+            h.update(np.ascontiguousarray(part.y).tobytes())
+        h.update(repr((list(self.class_names), sorted(self.safety_critical))).encode())
+        return h.hexdigest()
+
     def example_input(self, batch: int = 1):
         """A float32 NCHW tensor of the model's input shape (for tracing, MAC counting, pruning graphs)."""
         import torch

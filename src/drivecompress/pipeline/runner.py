@@ -14,6 +14,7 @@ Run folder (all writes atomic; nothing is written before every input has been ch
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import shutil
 import tempfile
@@ -44,7 +45,8 @@ from drivecompress.pipeline.recipe import Recipe
 from drivecompress.train import distributed as ddp
 from drivecompress.train.checkpoint import load_checkpoint, save_checkpoint
 from drivecompress.utils.device import seed_everything, select_device
-from drivecompress.utils.io import atomic_write_json, atomic_write_text
+from drivecompress.utils.io import atomic_write_json, atomic_write_text, file_sha256, folder_sha256
+from drivecompress.utils.runlock import LOCK_NAME, RunLock
 
 _err = Console(stderr=True)
 
@@ -86,29 +88,73 @@ def _measure(state: State, artifact: Path, data: Data, recipe: Recipe, speed: Sp
     return m
 
 
-def _prepare_out(out: Path, recipe: Recipe, resume: bool) -> None:
+def input_fingerprints(loaded: LoadedModel, data: Data, recipe: Recipe) -> dict[str, str]:
+    """sha256 of the input model (its weights, or the ONNX file), of the data and of the resolved recipe: what
+    ``--resume`` must find unchanged."""
+    if loaded.module is not None:
+        h = hashlib.sha256()
+        for k, v in sorted(loaded.module.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        model = h.hexdigest()
+    else:
+        model = file_sha256(loaded.onnx_path)
+    recipe_hash = hashlib.sha256(json.dumps(recipe.resolved(), sort_keys=True, default=str).encode()).hexdigest()
+    return {"model": model, "data": data.fingerprint(), "recipe": recipe_hash}
+
+
+def _check_out(out: Path, recipe: Recipe, resume: bool, inputs: dict[str, str]) -> None:
+    """Every check on --out, before anything is written (read-only)."""
     stored = out / "recipe.yaml"
     if out.exists() and not out.is_dir():
         raise BadInputError(f"{out}: --out names a file, not a folder")
-    if out.exists() and any(out.iterdir()) and not resume:
+    content = [p for p in out.iterdir() if p.name != LOCK_NAME] if out.is_dir() else []
+    if content and not resume:
         raise BadInputError(f"{out}: already holds a run; use --resume to continue it or choose another --out")
     if resume and stored.exists() and yaml.safe_load(stored.read_text()) != recipe.resolved():
         raise BadInputError(f"{stored}: the recipe differs from the one this run started with; cannot resume")
-    ddp.barrier()  # every rank has checked before rank 0 writes anything
-    if not ddp.is_main():
-        return
+    if resume and (out / "steps").is_dir():
+        for done in sorted((out / "steps").glob("*/done.json")):
+            _verified_record(done.parent)
+    record = out / "inputs.json"
+    if resume and record.exists():
+        before = json.loads(record.read_text())
+        changed = [k for k in ("model", "data", "recipe") if before.get(k) != inputs[k]]
+        if changed:
+            raise BadInputError(f"{record}: the {' and the '.join(changed)} differ{'s' if len(changed) == 1 else ''} "
+                                f"from the run's start (sha256); cannot resume with other inputs")
+
+
+def _write_out(out: Path, recipe: Recipe, inputs: dict[str, str]) -> None:
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(stored, yaml.safe_dump(recipe.resolved(), sort_keys=False))
+        if not (out / "recipe.yaml").exists():
+            atomic_write_text(out / "recipe.yaml", yaml.safe_dump(recipe.resolved(), sort_keys=False))
+        if not (out / "inputs.json").exists():
+            atomic_write_json(out / "inputs.json", inputs)
     except OSError as exc:
         raise BadInputError(f"{out}: cannot write the run folder ({exc.strerror})") from exc
+
+
+def _verified_record(step_dir: Path) -> dict[str, Any]:
+    """A completed step's done.json, after checking that its files still have the sha256 recorded there."""
+    try:
+        rec = json.loads((step_dir / "done.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"{step_dir / 'done.json'}: unreadable ({exc}); cannot resume from it") from exc
+    files = rec.get("files")  # absent in runs started before checksums were recorded
+    now = folder_sha256(step_dir, skip=("done.json",)) if files is not None else {}
+    changed = sorted(k for k in set(files or {}) | set(now) if (files or {}).get(k) != now.get(k))
+    if changed:
+        raise BadInputError(f"{step_dir / changed[0]}: changed since the step completed (sha256 differs from "
+                            "done.json); cannot resume from it")
+    return rec
 
 
 def _load_done(step_dir: Path, template: nn.Module | None) -> tuple[State, dict[str, Any]] | None:
     done = step_dir / "done.json"
     if not done.exists():
         return None
-    rec = json.loads(done.read_text())
+    rec = _verified_record(step_dir)
     module = load_checkpoint(step_dir / "model", template=template)[0] if (step_dir / "model").exists() else None
     onnx_path = step_dir / "model.onnx" if (step_dir / "model.onnx").exists() else None
     return State(module=module, onnx_path=onnx_path, notes=rec.get("notes", {})), rec
@@ -137,7 +183,23 @@ def run_recipe(loaded: LoadedModel, recipe: Recipe, data: Data, out: str | Path,
     check_plan(recipe, loaded.module is not None, str(loaded.source))
     loaded.check_against(data)
     dev = device if isinstance(device, torch.device) else select_device(device)
-    _prepare_out(out, recipe, resume)
+    inputs = input_fingerprints(loaded, data, recipe)
+    _check_out(out, recipe, resume, inputs)
+    ddp.barrier()  # every rank has checked before rank 0 writes anything
+    if not ddp.is_main():
+        return _run_steps(loaded, recipe, data, out, resume, dev)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInputError(f"{out}: cannot write the run folder ({exc.strerror})") from exc
+    with RunLock(out):
+        _check_out(out, recipe, resume, inputs)  # again under the lock: another run may have started meanwhile
+        _write_out(out, recipe, inputs)
+        return _run_steps(loaded, recipe, data, out, resume, dev)
+
+
+def _run_steps(loaded: LoadedModel, recipe: Recipe, data: Data, out: Path, resume: bool,
+               dev: torch.device) -> dict[str, Any]:
     speed = SpeedConfig(runs=recipe.evaluation.latency_runs, throughput_seconds=recipe.evaluation.throughput_seconds)
     check = deploy_input(data.test.x[:64])
     # Under torchrun every rank runs the steps (their training is data-parallel); rank 0 alone writes the run
@@ -185,7 +247,8 @@ def run_recipe(loaded: LoadedModel, recipe: Recipe, data: Data, out: str | Path,
                             input_shape=data.input_shape)
         artifact = state.onnx_path or export_onnx(state.module, step_dir / "model_fp32.onnx", check).path
         metrics = _measure(state, artifact, data, recipe, speed)
-        rec = {"name": name, "type": kind, "seconds": round(seconds, 1), "metrics": metrics, "notes": state.notes}
+        rec = {"name": name, "type": kind, "seconds": round(seconds, 1), "metrics": metrics, "notes": state.notes,
+               "files": folder_sha256(step_dir, skip=("done.json",))}
         atomic_write_json(step_dir / "done.json", rec)
         records.append(rec)
         ddp.barrier()
@@ -247,6 +310,9 @@ def _finish(out: Path, recipe: Recipe, loaded: LoadedModel, data: Data, baseline
         "data": data.source,
         "recipe": recipe.resolved(),
         "machine": machine_info(),
+        "checksums": {"baseline.onnx": file_sha256(out / "baseline.onnx"), target.name: file_sha256(target),
+                      **{f"steps/{i:02d}-{r['type']}/{k}": v for i, r in enumerate(records)
+                         for k, v in r.get("files", {}).items()}},
     }
     atomic_write_json(out / "report.json", report)
     from drivecompress.report.html import write_html

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from drivecompress.train import distributed as ddp
 from drivecompress.train.checkpoint import META, WEIGHTS, save_checkpoint
 from drivecompress.train.loop import TrainConfig, evaluate_accuracy, fit
 from drivecompress.utils.device import select_device
+from drivecompress.utils.runlock import RunLock
 
 
 @dataclass(frozen=True)
@@ -68,18 +70,24 @@ def train_model(job: TrainJob, cfg: TrainConfig) -> dict[str, Any]:
     def on_best(m: torch.nn.Module, rec: dict[str, float]) -> None:  # fit calls it on rank 0 only
         save_checkpoint(job.out, m, {**meta, "metrics": {"val_accuracy": rec["val_acc"], "epoch": rec["epoch"]}})
 
-    result = fit(model, train, val, cfg, device, on_best=on_best, description=f"train {job.arch}")
-    test_acc = evaluate_accuracy(model, splits.test, device)
-    meta["training"]["seconds"] = round(result.seconds, 1)
-    meta["training"]["history"] = result.history
-    meta["metrics"] = {
-        "val_accuracy": result.best_val_accuracy,
-        "best_epoch": result.best_epoch,
-        "test_accuracy": test_acc,
-        "params": sum(p.numel() for p in model.parameters()),
-    }
-    meta["training"]["processes"] = ddp.world_size()
     if ddp.is_main():
-        save_checkpoint(job.out, model, meta)
+        try:
+            job.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInputError(f"{job.out}: cannot write the checkpoint folder ({exc.strerror})") from exc
+    with RunLock(job.out) if ddp.is_main() else contextlib.nullcontext():  # one writer per checkpoint folder
+        result = fit(model, train, val, cfg, device, on_best=on_best, description=f"train {job.arch}")
+        test_acc = evaluate_accuracy(model, splits.test, device)
+        meta["training"]["seconds"] = round(result.seconds, 1)
+        meta["training"]["history"] = result.history
+        meta["training"]["processes"] = ddp.world_size()
+        meta["metrics"] = {
+            "val_accuracy": result.best_val_accuracy,
+            "best_epoch": result.best_epoch,
+            "test_accuracy": test_acc,
+            "params": sum(p.numel() for p in model.parameters()),
+        }
+        if ddp.is_main():
+            save_checkpoint(job.out, model, meta)
     return {"out": str(job.out), **meta["metrics"], "seconds": round(result.seconds, 1),
             "processes": ddp.world_size()}
