@@ -1,4 +1,5 @@
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -137,3 +138,15 @@ def test_sensitivity_curves_plan_and_plot(tmp_path, splits):
     assert count_macs(model, SHAPE) == macs
     plot_sensitivity(sens, tmp_path / "s.png")
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_capped_global_counts_respect_the_cap_and_the_total():
+    from drivecompress.prune.unstructured import capped_counts
+
+    g = torch.Generator().manual_seed(0)
+    weights = [torch.randn(100, generator=g), 0.01 * torch.randn(1000, generator=g), torch.randn(50, generator=g)]
+    plain = capped_counts(weights, 0.9, 1.0)
+    assert plain[1] == 1000  # one global |w| threshold empties the small-magnitude layer
+    counts = capped_counts(weights, 0.9, 0.9)
+    assert sum(counts) == math.ceil(0.9 * 1150)
+    assert counts[1] == 900 and all(c <= 0.9 * w.numel() for c, w in zip(counts, weights, strict=True))
