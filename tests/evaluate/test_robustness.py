@@ -80,3 +80,21 @@ def test_report_structure_and_monotone_severity(trained, splits):
     assert 0 <= rep["corruption_accuracy"] <= 1 and len(rep["safety_recall_under_corruption"]) == len(SAFETY_CRITICAL)
     assert rep["adversarial"]["method"] == "white-box" and set(rep["adversarial"]["pgd"]) == {"2/255", "8/255"}
     assert rep["adversarial_accuracy"] == rep["adversarial"]["pgd"]["8/255"]
+
+
+def test_quick_robustness_cli_shows_progress_and_reports(tmp_path, capsys):
+    import json
+
+    from drivecompress.cli import main
+    from drivecompress.train.checkpoint import save_checkpoint
+
+    from ..conftest import tiny_model
+
+    ck = save_checkpoint(tmp_path / "ck", tiny_model("vgg"))
+    assert main(["robustness", str(ck), "--quick", "--json"]) == 0
+    out = capsys.readouterr()
+    rep = json.loads(out.out)
+    assert set(rep["corruptions"]) == {"fog", "gaussian_noise", "motion_blur"} and rep["images"]["corruption"] == 100
+    assert list(rep["adversarial"]["pgd"]) == ["8/255"]
+    assert "robustness" in out.err  # the progress bar (stderr)
+    assert main(["robustness", str(ck), "--quick", "--full"]) == 2

@@ -17,6 +17,8 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", type=Path, metavar="DIR", help="root of the extracted official archive(s)")
     p.add_argument("--out", type=Path, default=Path("data/gtsrb32.npz"), help="npz to write (default data/gtsrb32.npz)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
+    p._no_common = True  # type: ignore[attr-defined]  # --data/--device do not apply to an import
 
 
 @_args.bind

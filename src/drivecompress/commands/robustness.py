@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="float checkpoint an .onnx MODEL came from: adversarial examples are crafted "
                    "on it and transferred (without it, an ONNX model gets no adversarial figures)")
     p.add_argument("--full", action="store_true", help="use the whole test set (slow)")
+    p.add_argument("--quick", action="store_true", help="a first look in seconds: 100 images, 3 corruptions at "
+                   "severities 1/3/5, FGSM/PGD at 8/255 on 64 images")
     p.add_argument("--pgd-steps", type=int, default=7)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="folder for robustness.json, contact_sheet.png, reliability.png")
@@ -41,9 +44,14 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     data = Data.from_npz(a.data)
     model.check_against(data)
     test = data.test
+    if a.full and a.quick:
+        raise BadInputError("--full and --quick exclude each other")
     cfg = RobustnessConfig(corruption_images=None if a.full else 500, attack_images=None if a.full else 256,
                            pgd_steps=a.pgd_steps, seed=a.seed, safety_critical=tuple(sorted(data.safety_critical)))
-    rep = robustness_report(model.predictor(), test, cfg, source, transfer)
+    if a.quick:
+        cfg = dataclasses.replace(cfg, corruption_images=100, attack_images=64, severities=(1, 3, 5),
+                                  corruptions=("fog", "gaussian_noise", "motion_blur"), epsilons=(8,))
+    rep = robustness_report(model.predictor(), test, cfg, source, transfer, progress=True)
     if a.out:
         write_artifacts(rep, test.head(2, seed=a.seed), a.out, cfg.seed)
     return {"model": str(model.source), **rep} if a.json else _summary(str(model.source), rep)

@@ -8,6 +8,7 @@ when one is given and transferred, and the report says which was done.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +53,8 @@ def reliability(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> list
              "accuracy": float(correct[idx == b].mean()) if (idx == b).any() else float("nan")} for b in range(n_bins)]
 
 
-def corruption_table(predictor: Predictor, data: LabeledImages, cfg: RobustnessConfig) -> dict[str, Any]:
+def corruption_table(predictor: Predictor, data: LabeledImages, cfg: RobustnessConfig,
+                     tick: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Accuracy per corruption x severity, its mean, and safety-critical recall under corruption."""
     x = deploy_input(data.x)
     table: dict[str, list[float]] = {}
@@ -63,6 +65,7 @@ def corruption_table(predictor: Predictor, data: LabeledImages, cfg: RobustnessC
             logits = _predict(predictor, corrupt(x, name, sev, data.sizes, cfg.seed), cfg.batch_size)
             p, k = logits.argmax(1), logits.shape[1]
             table[name].append(float((p == data.y).mean()))
+            tick(f"{name} severity {sev}")
             preds.append(p)
             labels.append(data.y)
     rec = per_class_recall(np.concatenate(preds), np.concatenate(labels), k)
@@ -75,7 +78,7 @@ def corruption_table(predictor: Predictor, data: LabeledImages, cfg: RobustnessC
 
 
 def adversarial(target: Predictor, source: nn.Module, data: LabeledImages, cfg: RobustnessConfig,
-                transfer: bool) -> dict[str, Any]:
+                transfer: bool, tick: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """FGSM and PGD accuracy at each eps; crafted on ``source`` and evaluated on ``target``."""
     x = torch.as_tensor(deploy_input(data.x))
     y = torch.as_tensor(data.y)
@@ -92,28 +95,44 @@ def adversarial(target: Predictor, source: nn.Module, data: LabeledImages, cfg: 
                             pgd(source, xb, yb, eps, steps=cfg.pgd_steps, seed=cfg.seed + i))
             adv = torch.cat(advs).numpy()
             out[name][f"{eps_px}/255"] = float((_predict(target, adv, cfg.batch_size).argmax(1) == data.y).mean())
+            tick(f"{name} eps {eps_px}/255")
     out["adversarial_accuracy"] = out["pgd"][f"{max(cfg.epsilons)}/255"] if cfg.epsilons else None
     return out
 
 
 def robustness_report(predictor: Predictor, test: LabeledImages, cfg: RobustnessConfig,
-                      source: nn.Module | None = None, transfer: bool = False) -> dict[str, Any]:
-    """Everything for one model: clean accuracy, ECE + reliability, corruptions, adversarial."""
-    sub_c = test.head(cfg.corruption_images, seed=cfg.seed)
-    logits = _predict(predictor, deploy_input(sub_c.x), cfg.batch_size)
-    probs = softmax(logits.astype(np.float64))
-    rep: dict[str, Any] = {
-        "images": {"corruption": len(sub_c)},
-        "clean_accuracy": float((logits.argmax(1) == sub_c.y).mean()),
-        "ece": expected_calibration_error(probs, sub_c.y),
-        "reliability": reliability(probs, sub_c.y),
-        **corruption_table(predictor, sub_c, cfg),
-    }
-    if source is not None and cfg.epsilons:
-        sub_a = test.head(cfg.attack_images, seed=cfg.seed)
-        rep["images"]["adversarial"] = len(sub_a)
-        rep["adversarial"] = adversarial(predictor, source, sub_a, cfg, transfer)
-        rep["adversarial_accuracy"] = rep["adversarial"]["adversarial_accuracy"]
-    else:
-        rep["adversarial"] = {"method": "not run: an ONNX model without its float source has no gradients"}
+                      source: nn.Module | None = None, transfer: bool = False,
+                      progress: bool = False) -> dict[str, Any]:
+    """Everything for one model: clean accuracy, ECE + reliability, corruptions, adversarial. ``progress``
+    shows a bar on stderr (a full run takes minutes)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    attacks = source is not None and bool(cfg.epsilons)
+    total = len(cfg.corruptions) * len(cfg.severities) + (2 * len(cfg.epsilons) if attacks else 0)
+    bar = Progress(TextColumn("[bold]robustness"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[what]}"),
+                   TimeRemainingColumn(), console=Console(stderr=True), disable=not progress)
+    with bar:
+        task = bar.add_task("robustness", total=total, what="")
+
+        def tick(what: str) -> None:
+            bar.update(task, advance=1, what=what)
+
+        sub_c = test.head(cfg.corruption_images, seed=cfg.seed)
+        logits = _predict(predictor, deploy_input(sub_c.x), cfg.batch_size)
+        probs = softmax(logits.astype(np.float64))
+        rep: dict[str, Any] = {
+            "images": {"corruption": len(sub_c)},
+            "clean_accuracy": float((logits.argmax(1) == sub_c.y).mean()),
+            "ece": expected_calibration_error(probs, sub_c.y),
+            "reliability": reliability(probs, sub_c.y),
+            **corruption_table(predictor, sub_c, cfg, tick),
+        }
+        if attacks:
+            sub_a = test.head(cfg.attack_images, seed=cfg.seed)
+            rep["images"]["adversarial"] = len(sub_a)
+            rep["adversarial"] = adversarial(predictor, source, sub_a, cfg, transfer, tick)
+            rep["adversarial_accuracy"] = rep["adversarial"]["adversarial_accuracy"]
+        else:
+            rep["adversarial"] = {"method": "not run: an ONNX model without its float source has no gradients"}
     return rep
