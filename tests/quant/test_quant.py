@@ -144,3 +144,11 @@ def test_mixed_precision_keeps_float_only_when_it_helps(fp32_onnx, calib, splits
     assert strict.final_accuracy >= accs[0]  # keeping layers float never made it worse
     assert len(strict.kept_float) <= len(strict.per_node_drop) // 2
     assert (tmp_path / "b.onnx").exists() and not (tmp_path / "b.trial.onnx").exists()
+
+
+@pytest.mark.parametrize("n", [300, 37])
+def test_histogram_calibration_takes_any_number_of_images(fp32_onnx, calib, tmp_path, n):
+    images = np.concatenate([calib] * (n // len(calib) + 1))[:n]
+    rep = quantize_ptq(fp32_onnx, tmp_path / "q.onnx", images, PTQConfig(calibration="percentile"))
+    assert rep is not None
+    assert onnx.TensorProto.INT8 in {i.data_type for i in onnx.load(str(tmp_path / "q.onnx")).graph.initializer}

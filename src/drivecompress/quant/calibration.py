@@ -31,7 +31,11 @@ class ImageReader(CalibrationDataReader):
     def __init__(self, images: np.ndarray, input_name: str = "image", batch_size: int = 32) -> None:
         self.images = check_calibration_images(images)
         self.input_name = input_name
-        self.batch_size = batch_size
+        # Equal batches: ORT's histogram calibrators stack the batches' outputs and fail on a shorter last one
+        # (measured: 300 images in batches of 32 -> "inhomogeneous shape"). The largest divisor of N up to
+        # batch_size keeps them equal.
+        n = len(self.images)
+        self.batch_size = max(d for d in range(1, max(1, min(batch_size, n)) + 1) if n % d == 0)
         self._it: Iterator[dict[str, np.ndarray]] = iter(())
         self.rewind()
 
