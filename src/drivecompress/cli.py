@@ -106,10 +106,12 @@ def _run(args: argparse.Namespace) -> int:
             print(f"drivecompress: error: {exc}", file=sys.stderr)
         return 2
     except GateRefusedError as exc:
-        print(f"drivecompress: gate refused: {exc}", file=sys.stderr)
         refused = getattr(exc, "summary", None)
         if refused is not None:
-            _emit(args, refused)
+            _emit(args, refused)  # the figures first, then the verdict as the last line
+            sys.stdout.flush()
+        if ddp.is_main():
+            print(f"drivecompress: gate refused: {exc}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         print("drivecompress: interrupted", file=sys.stderr)

@@ -67,6 +67,14 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
                             f"{a.swa_epochs} and {a.swa_lr}")
     if not 0 < a.val_fraction < 1:
         raise BadInputError(f"--val-fraction must be in (0, 1), got {a.val_fraction}")
+    if not 0 < a.width <= 8:
+        raise BadInputError(f"--width must be in (0, 8], got {a.width}")
+    if a.weight_decay < 0 or not 0 <= a.label_smoothing < 1:
+        raise BadInputError("--weight-decay must be >= 0 and --label-smoothing in [0, 1)")
+    if (a.subset is not None and a.subset < 1) or (a.max_batches is not None and a.max_batches < 1):
+        raise BadInputError("--subset and --max-batches must be >= 1")
+    if a.nproc_per_node < 1:
+        raise BadInputError(f"--nproc-per-node must be >= 1, got {a.nproc_per_node}")
     cfg = TrainConfig(
         epochs=a.epochs, batch_size=a.batch_size, optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay,
         schedule=a.schedule, label_smoothing=a.label_smoothing, augment=not a.no_augment, amp=a.amp,

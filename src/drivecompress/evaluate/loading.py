@@ -56,8 +56,21 @@ def load_model_arg(arg: str | Path, template: nn.Module | None = None) -> Loaded
         return LoadedModel(source=path, module=module, meta=meta)
     if path.suffix.lower() == ".onnx":
         OnnxPredictor(path)  # fails early with a clear message if the file is corrupt
+        check_onnx_weights(path)
         return LoadedModel(source=path, onnx_path=path)
     raise BadInputError(f"{path}: not a checkpoint folder or an .onnx file")
+
+
+def check_onnx_weights(path: Path) -> None:
+    """Refuse an ONNX file whose float weights hold NaN or Inf (it would run and compute garbage)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+    for init in onnx.load(str(path)).graph.initializer:
+        if init.data_type in floats and not np.isfinite(numpy_helper.to_array(init).astype(np.float32)).all():
+            raise BadInputError(f"{path}: weight '{init.name}' holds NaN or Inf values")
 
 
 def check_onnx_input(path: Path, data: Data) -> None:

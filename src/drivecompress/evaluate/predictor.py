@@ -75,6 +75,10 @@ class OnnxPredictor:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(images, dtype=np.float32)
+        if self.input_dims and self.input_dims[0] == 1 and len(x) != 1:
+            # A graph exported with a fixed batch of 1 (common for deploy models) runs image by image.
+            return np.concatenate([self.session.run([self.output_name], {self.input_name: x[i : i + 1]})[0]
+                                   for i in range(len(x))]) if len(x) else np.zeros((0, 0), np.float32)
         return self.session.run([self.output_name], {self.input_name: x})[0]
 
 

@@ -55,8 +55,8 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
         raise BadInputError(f"model spec: unknown arch {arch!r} (available: {', '.join(available_models())})")
     try:
         return _REGISTRY[arch](copy.deepcopy(spec))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BadInputError(f"model spec for '{arch}' is malformed: {exc}") from exc
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: torch on negative widths
+        raise BadInputError(f"model spec for '{arch}' is malformed: {str(exc).splitlines()[0]}") from exc
 
 
 def spec_of(model: nn.Module) -> dict[str, Any]:

@@ -155,7 +155,10 @@ def model_from(doc: dict[str, Any], state: dict[str, torch.Tensor], where: Path,
     presence and shape (and, for a user-defined network, the fingerprint). ``where`` names the source in errors."""
     if doc.get("kind") == "layout":
         return _load_layout(where, doc, state, template)
-    model = build_model(doc["spec"])
+    try:
+        model = build_model(doc["spec"])
+    except BadInputError as exc:
+        raise BadInputError(f"{where}: {exc}") from exc
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
