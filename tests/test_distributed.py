@@ -86,6 +86,10 @@ def test_compress_with_two_processes_rank0_writes_and_the_verdict_exit_code_surv
     report = json.loads((out / "report.json").read_text())
     assert (proc.returncode == 0) is report["gate"]["passed"]
     assert sorted(p.name for p in (out / "steps").iterdir()) == ["00-finetune"]
+    resumed = _compress(str(model_dir), "--recipe", str(recipe), "--out", str(out), "--resume", "--json")
+    assert resumed.returncode == proc.returncode, resumed.stderr[-2000:]  # every rank resumes from rank 0's folder
+    again = json.loads((out / "report.json").read_text())
+    assert again["final"]["accuracy"] == report["final"]["accuracy"]
     bad = _compress(str(model_dir), "--recipe", str(recipe), "--out", str(tmp_path / "run2"),
                     "--set", "steps.0.no_such_key=1")
     assert bad.returncode == 2 and "no_such_key" in bad.stderr and not (tmp_path / "run2").exists()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -85,6 +86,15 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, ckpt):
     proc.wait()
     assert (killed / "steps" / "00-finetune" / "done.json").exists()
     assert not (killed / "steps" / "01-finetune" / "done.json").exists()
+    # Then kill the resumed run at seeded random moments (a step, an export, the final measurement...).
+    rng = random.Random(0)
+    for _ in range(2):
+        again = subprocess.Popen([*cmd, "--out", str(killed), "--resume"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(3.0, 12.0))
+        if again.poll() is None:
+            os.kill(again.pid, signal.SIGKILL)
+        again.wait()
     assert subprocess.run([*cmd, "--out", str(killed), "--resume"], capture_output=True).returncode == 0
     whole = tmp_path / "whole"
     assert subprocess.run([*cmd, "--out", str(whole)], capture_output=True).returncode == 0
