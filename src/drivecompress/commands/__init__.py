@@ -1,3 +1,13 @@
 """Subcommand definitions (arguments + handler), one file per command family; cli.py stays thin."""
 
-from drivecompress.commands import compress, data, demo, evaluate, gate, robustness, train, unpack  # noqa: F401
+from drivecompress.commands import (  # noqa: F401
+    compress,
+    data,
+    demo,
+    evaluate,
+    gate,
+    robustness,
+    search,
+    train,
+    unpack,
+)

@@ -180,10 +180,12 @@ def fit(
     loss_fn: LossFn | None = None,
     on_best: Callable[[nn.Module, dict[str, float]], None] | None = None,
     description: str = "train",
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and leave it holding its best-on-validation weights.
 
-    ``on_best`` is called whenever validation accuracy improves (used to checkpoint to disk atomically).
+    ``on_best`` is called whenever validation accuracy improves (used to checkpoint to disk atomically);
+    ``on_epoch`` after every epoch with its record.
     With ``cfg.swa_epochs`` > 0 the model left behind is instead the average of the weights at the end of
     each of the last ``swa_epochs`` epochs, with BatchNorm statistics recomputed on the training images; the
     result reports its validation accuracy as ``best_val_accuracy`` and ``best_epoch`` = ``cfg.epochs``.
@@ -243,6 +245,8 @@ def fit(
                    "val_acc": val_acc, "lr": opt.param_groups[0]["lr"]}
             history.append(rec)
             bar.end_epoch(val_acc)
+            if on_epoch is not None:
+                on_epoch(rec)  # may raise to stop early (architecture search prunes hopeless trials)
             if cfg.swa_epochs > 0 and epoch >= cfg.epochs - cfg.swa_epochs:
                 if swa is None:
                     swa = torch.optim.swa_utils.AveragedModel(model)

@@ -1,0 +1,49 @@
+"""``drivecompress search``: architecture search with Optuna, int8 latency measured on this CPU."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from drivecompress.commands.base import command
+
+
+@command("search", "Search ResNet-family architectures for this CPU: each trial trains a sampled network briefly "
+         "with distillation from --teacher (the proxy), quantizes it to int8 and measures its batch-1 latency on "
+         "ONNX Runtime; Optuna's NSGA-II trades proxy accuracy, latency and size. Several processes given the "
+         "same --storage are workers on one study (SQLite file on one host, PostgreSQL URL across hosts); a "
+         "killed worker's trial is retried. Writes DIR/pareto.json and DIR/report.html (Pareto front, "
+         "latencies re-measured serially).")
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", default="baseline", help="checkpoint folder or 'baseline' (default)")
+    p.add_argument("--out", required=True, type=Path, help="search folder (trials, study.db, report)")
+    p.add_argument("--trials", type=int, help="finished trials in the study, all workers together (default 40)")
+    p.add_argument("--budget-minutes", type=float, help="stop this worker after M minutes")
+    p.add_argument("--storage", help="Optuna RDB URL shared by the workers (default sqlite:///DIR/study.db)")
+    p.add_argument("--resume", action="store_true", help="join/continue the existing study (it must exist)")
+    p.add_argument("--quick", action="store_true", help="tiny space, tiny proxy: seconds per trial (tests)")
+
+
+@_args.bind
+def _run(a: argparse.Namespace) -> dict[str, Any]:
+    from drivecompress.api import as_data, as_model
+    from drivecompress.errors import BadInputError
+    from drivecompress.search.nas import SearchConfig, search
+    from drivecompress.utils.device import select_device
+
+    if a.trials is not None and a.trials < 1:
+        raise BadInputError("--trials must be >= 1")
+    if a.budget_minutes is not None and a.budget_minutes <= 0:
+        raise BadInputError("--budget-minutes must be > 0")
+    teacher = as_model(a.teacher)
+    if teacher.module is None:
+        raise BadInputError(f"--teacher {a.teacher}: must be a checkpoint folder (distillation needs the module)")
+    data = as_data(a.data)
+    teacher.check_against(data)
+    kw = {k: v for k, v in (("trials", a.trials), ("budget_minutes", a.budget_minutes)) if v is not None}
+    cfg = SearchConfig.quick_config(**kw) if a.quick else SearchConfig(**kw)
+    doc = search(teacher.module, data, a.out, cfg, storage=a.storage, resume=a.resume, device=select_device(a.device))
+    best = max(doc["pareto"], key=lambda r: r["proxy_accuracy"]) if doc["pareto"] else {}
+    return {"report": str(a.out / "report.html"), "trials": doc["trials"], "pareto_size": len(doc["pareto"]),
+            "most_accurate": {k: best.get(k) for k in ("trial", "proxy_accuracy", "int8_latency_ms", "int8_bytes")}}

@@ -1,0 +1,1 @@
+"""Architecture search (Optuna, multi-objective, int8 latency measured on the target)."""

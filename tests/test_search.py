@@ -1,0 +1,68 @@
+"""Architecture search: quick mode, two worker processes on one study (no duplicated or lost trials), and a
+killed worker whose trial is retried by the next worker."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+
+def _worker(out, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "drivecompress", "search", "--out", str(out), "--quick", "--json",
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _study(out):
+    return optuna.load_study(study_name="drivecompress-search", storage=f"sqlite:///{out / 'study.db'}")
+
+
+def test_two_workers_share_one_study_without_duplicates(tmp_path):
+    out = tmp_path / "s"
+    out.mkdir()
+    first = _worker(out, "--trials", "4")
+    time.sleep(3)  # let the first worker create the study
+    second = _worker(out, "--trials", "4", "--resume")
+    for p in (first, second):
+        _, err = p.communicate(timeout=400)
+        assert p.returncode == 0, err[-2000:]
+    trials = _study(out).trials
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert 4 <= len(finished) <= 5  # the cap is checked by each worker before it starts a trial
+    assert len({t.number for t in trials}) == len(trials)
+    folders = sorted(p.name for p in (out / "trials").iterdir())
+    assert folders == sorted(f"{t.number:04d}" for t in finished if t.state == TrialState.COMPLETE)
+    doc = json.loads((out / "pareto.json").read_text())
+    assert doc["pareto"] and all(r["int8_latency_ms_serial"] is not None for r in doc["pareto"])
+    assert "Pareto front" in (out / "report.html").read_text() or (out / "report.html").stat().st_size > 1000
+
+
+def test_a_killed_workers_trial_is_retried_by_the_next_worker(tmp_path):
+    out = tmp_path / "s"
+    victim = _worker(out, "--trials", "3")
+    deadline = time.time() + 120
+    running = []
+    while time.time() < deadline and not running:
+        time.sleep(0.5)
+        if (out / "study.db").exists():
+            try:
+                running = [t for t in _study(out).trials if t.state == TrialState.RUNNING]
+            except KeyError:
+                running = []
+    assert running, "no trial started"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate()
+    killed = running[0]
+    time.sleep(6)  # past the heartbeat grace period of --quick (4 s)
+    rescuer = _worker(out, "--trials", "3", "--resume")
+    _, err = rescuer.communicate(timeout=400)
+    assert rescuer.returncode == 0, err[-2000:]
+    trials = _study(out).trials
+    assert next(t for t in trials if t.number == killed.number).state == TrialState.FAIL
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert retried and retried[0].state == TrialState.COMPLETE and retried[0].params == killed.params
