@@ -28,6 +28,7 @@ from drivecompress.quant.qat import QATConfig, prepare_qat, qat
 from drivecompress.quant.quantize import quantize
 from drivecompress.share.dcz import read_dcz, write_dcz
 from drivecompress.share.kmeans import ShareConfig, share
+from drivecompress.share.step import _share_step  # noqa: F401  (registers the "share" step)
 from drivecompress.train.finetune import FinetuneConfig, finetune
 
 __version__ = "0.2.0"

@@ -8,7 +8,6 @@ Composable after unstructured pruning: the zeros are not a cluster and stay zero
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 from typing import Any, Literal
 
@@ -17,7 +16,6 @@ import torch.nn as nn
 import torch.nn.utils.parametrize as parametrize
 from pydantic import Field
 
-from drivecompress.core import Context, State, register_step
 from drivecompress.data.api import Data
 from drivecompress.train.finetune import TuningConfig, finetune
 from drivecompress.train.loop import evaluate_accuracy
@@ -144,20 +142,3 @@ def share(model: nn.Module, data: Data, cfg: ShareConfig | None = None, *, teach
     bake(model)
     notes["val_accuracy_shared"] = evaluate_accuracy(model, data.val, "cpu")
     return notes
-
-
-@register_step("share", ShareConfig)
-def _share_step(state: State, cfg: ShareConfig, ctx: Context) -> State:
-    from drivecompress.share.dcz import read_dcz, size_table, write_dcz
-
-    notes = share(state.module, ctx.data, cfg, teacher=ctx.teacher, device=ctx.device, seed=ctx.seed)
-    module = state.module
-    if cfg.archive:
-        path = ctx.step_dir / "model.dcz"
-        write_dcz(path, module, cfg, {"class_names": list(ctx.data.class_names)}, ctx.data.input_shape)
-        # Continue from what the archive decodes to, so that every figure after this step is the archive's.
-        decoded = read_dcz(path, template=ctx.teacher)
-        notes["archive"] = size_table(path, decoded.layers, state.fp32_onnx)
-        notes["archive"]["decode_seconds"] = round(decoded.seconds, 3)
-        module = decoded.model
-    return dataclasses.replace(state, module=module, notes=notes)
