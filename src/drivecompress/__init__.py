@@ -26,6 +26,7 @@ from drivecompress.prune.unstructured import UnstructuredConfig, sparsify
 from drivecompress.quant.ptq import PTQConfig
 from drivecompress.quant.qat import QATConfig, prepare_qat, qat
 from drivecompress.quant.quantize import quantize
+from drivecompress.search.nas import SearchConfig, search
 from drivecompress.share.dcz import read_dcz, write_dcz
 from drivecompress.share.kmeans import ShareConfig, share
 from drivecompress.share.step import _share_step  # noqa: F401  (registers the "share" step)
@@ -45,6 +46,7 @@ __all__ = [
     "PruneConfig",
     "QATConfig",
     "Recipe",
+    "SearchConfig",
     "ShareConfig",
     "StepConfig",
     "StudentConfig",
@@ -64,6 +66,7 @@ __all__ = [
     "read_dcz",
     "register_step",
     "save_model",
+    "search",
     "share",
     "sparsify",
     "step_types",
