@@ -170,3 +170,17 @@ def test_share_step_in_a_recipe_continues_from_the_decoded_archive(tmp_path, min
     assert torch.allclose(_logits(decoded.model, x), _logits(saved, x), atol=1e-5)
     page = (tmp_path / "run" / "report.html").read_text()
     assert "huffman bytes" in page and "decoded from the archive" in page
+
+
+def test_pack_cli_archives_a_shared_checkpoint_and_refuses_an_unshared_one(tmp_path, capsys):
+    from drivecompress.train.checkpoint import save_checkpoint
+
+    shared = save_checkpoint(tmp_path / "shared", _sparse_shared(tiny_model("vgg"), 0.8))
+    assert main(["pack", str(shared), "--out", str(tmp_path / "m.dcz"), "--json"]) == 0
+    doc = __import__("json").loads(capsys.readouterr().out)
+    assert doc["archive_bytes"] == (tmp_path / "m.dcz").stat().st_size
+    assert main(["pack", str(shared), "--out", str(tmp_path / "m.dcz")]) == 2  # never overwrites
+    plain = save_checkpoint(tmp_path / "plain", tiny_model("vgg"))
+    capsys.readouterr()
+    assert main(["pack", str(plain), "--out", str(tmp_path / "p.dcz")]) == 2
+    assert "not weight-shared" in capsys.readouterr().err and not (tmp_path / "p.dcz").exists()

@@ -24,3 +24,43 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     from drivecompress.api import unpack
 
     return unpack(a.archive, a.out, data=a.data)
+
+
+@command("pack", "Write the .dcz archive of a weight-shared checkpoint (e.g. a share step's steps/NN-share/model): "
+         "codes and relative indices Huffman-coded, BatchNorm folded, checksummed. Refuses a model whose layers are "
+         "not weight-shared.")
+def _pack_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="checkpoint folder holding a weight-shared model")
+    p.add_argument("--out", required=True, type=Path, help="archive to write (must not exist)")
+    p.add_argument("--conv-bits", type=int, default=4, help="code bits the convolutions were shared with (default 4)")
+    p.add_argument("--linear-bits", type=int, default=5, help="code bits of linear layers (default 5)")
+    p.add_argument("--index-bits", type=int, default=8, help="bits of a relative index (default 8)")
+
+
+@_pack_args.bind
+def _pack(a: argparse.Namespace) -> dict[str, Any]:
+    from pydantic import ValidationError
+
+    from drivecompress.api import as_model
+    from drivecompress.errors import BadInputError
+    from drivecompress.share.dcz import read_dcz, size_table, write_dcz
+    from drivecompress.share.kmeans import ShareConfig
+
+    if a.out.exists():
+        raise BadInputError(f"{a.out}: already exists; choose another --out")
+    try:
+        cfg = ShareConfig(conv_bits=a.conv_bits, linear_bits=a.linear_bits, index_bits=a.index_bits)
+    except ValidationError as exc:
+        raise BadInputError(f"--conv-bits/--linear-bits/--index-bits: {exc.errors()[0]['msg']}") from exc
+    model = as_model(a.model)
+    if model.module is None:
+        raise BadInputError(f"{a.model}: an .onnx file has no shared layers to pack; give a checkpoint folder")
+    meta = {k: v for k, v in (model.meta or {}).items() if k == "class_names"}
+    try:
+        write_dcz(a.out, model.module, cfg, meta, tuple(model.meta.get("input_shape", ())) or None)
+    except ValueError as exc:
+        raise BadInputError(f"{a.model}: {exc}") from exc
+    decoded = read_dcz(a.out)
+    table = size_table(a.out, decoded.layers)
+    return {"archive": str(a.out), "archive_bytes": table["archive_bytes"], "decode_seconds": round(decoded.seconds, 3),
+            "weights_fp32_bytes": table["total"]["fp32_bytes"], "weights_in_archive": table["total"]["huffman_bytes"]}
