@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 
 from drivecompress.train.loop import fit
 
-from .dist.worker import CONFIG, small_data, small_net
+from .ddp_worker import CONFIG, small_data, small_net
 
-WORKER = Path(__file__).parent / "dist" / "worker.py"
+WORKER = Path(__file__).parent / "ddp_worker.py"
 TOLERANCE = 1e-5  # float32 sums in a different order (per-rank halves, then all-reduce)
 
 
