@@ -88,8 +88,7 @@ class _Objective:
         self.train = data.train.head(cfg.proxy_images, seed=cfg.seed)
         self.val = data.val.head(cfg.val_images, seed=cfg.seed)
         self.calib = deploy_input(data.train.head(cfg.calibration_images, seed=cfg.seed + 1).x)
-        norm = teacher.spec().get("input_norm") if hasattr(teacher, "spec") else None
-        self.norm = norm
+        self.norm = teacher.spec().get("input_norm") if hasattr(teacher, "spec") else None
 
     def __call__(self, trial: Any) -> tuple[float, float, float]:
         import optuna

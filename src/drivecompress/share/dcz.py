@@ -263,9 +263,8 @@ def _decode_raw(header: dict[str, Any], payload: memoryview, where: Path) -> dic
     return out
 
 
-def decode_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], float]:
-    """(weights, checkpoint document, seconds) from an archive file; checksum, version and every offset are
-    checked first."""
+def _decode(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any], float]:
+    """(weights, checkpoint document, header, seconds): the file is read and parsed once."""
     if not path.is_file():
         raise BadInputError(f"{path}: archive not found")
     t0 = time.perf_counter()
@@ -278,7 +277,14 @@ def decode_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], f
     doc = header["checkpoint"]
     if not isinstance(doc, dict) or not (isinstance(doc.get("spec"), dict) or doc.get("kind") == "layout"):
         raise BadInputError(f"{path}: the archive's model description is malformed")
-    return state, doc, time.perf_counter() - t0
+    return state, doc, header, time.perf_counter() - t0
+
+
+def decode_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], float]:
+    """(weights, checkpoint document, seconds) from an archive file; checksum, version and every offset are
+    checked first."""
+    state, doc, _, seconds = _decode(path)
+    return state, doc, seconds
 
 
 def read_dcz(path: str | Path, template: Template | None = None) -> Decoded:
@@ -286,8 +292,7 @@ def read_dcz(path: str | Path, template: Template | None = None) -> Decoded:
     constructor)."""
     path = Path(path)
     t0 = time.perf_counter()
-    state, doc, _ = decode_state(path)
-    header, _ = _parse(path.read_bytes(), path)
+    state, doc, header, _ = _decode(path)
     model = model_from(doc, state, path, template)
     return Decoded(model=model, doc=doc, layers=header["layers"], seconds=time.perf_counter() - t0)
 
