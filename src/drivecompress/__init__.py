@@ -20,6 +20,7 @@ from drivecompress.errors import BadInputError, GateRefusedError
 from drivecompress.export.onnx import export_onnx
 from drivecompress.pipeline.gate import check_gate
 from drivecompress.pipeline.recipe import Budgets, Recipe, Targets, load_recipe
+from drivecompress.pipeline.start import StartConfig
 from drivecompress.prune.iterative import prune
 from drivecompress.prune.structured import PruneConfig
 from drivecompress.prune.unstructured import UnstructuredConfig, sparsify
@@ -48,6 +49,7 @@ __all__ = [
     "Recipe",
     "SearchConfig",
     "ShareConfig",
+    "StartConfig",
     "StepConfig",
     "StudentConfig",
     "Targets",

@@ -29,6 +29,10 @@ class StepConfig(BaseModel):
     #: What the step needs, in words, for the error when the input cannot give it.
     needs: ClassVar[str] = "the PyTorch module"
 
+    def check_input(self, module: nn.Module | None, where: str) -> None:
+        """Refuse (BadInputError naming ``where``) an input model this step cannot take, before the run writes
+        anything. Most steps take any module; ``start`` checks its checkpoint was made from this one."""
+
 
 @dataclass
 class State:

@@ -80,3 +80,24 @@ def test_distillation_moves_student_toward_teacher(splits):
     d.close()
     assert not hasattr(student, "kd_adapters")
     assert agreement() > before + 0.1
+
+
+def test_student_from_a_full_spec_takes_classes_and_normalization_from_data_and_teacher(mini_data):
+    """A searched or hand-designed network as the student: its spec is used as given, except what must match
+    the data (classes) and the teacher (input normalization); a spec that cannot build is refused up front."""
+    from pydantic import ValidationError
+
+    from drivecompress.distill.student import StudentConfig, student_spec
+
+    stages = [{"stride": 2, "out": 16, "mids": [16], "projection": True}]
+    cfg = StudentConfig(spec={"arch": "resnet", "stem": 16, "stages": stages, "num_classes": 7})
+    teacher = build_model(default_spec("resnet", 0.25))
+    spec = student_spec(cfg, teacher, mini_data)
+    assert spec["num_classes"] == mini_data.num_classes and spec["stages"] == stages
+    assert spec["input_norm"] == teacher.spec()["input_norm"]
+    model = build_model(spec)
+    assert model(torch.zeros(2, *mini_data.input_shape)).shape == (2, mini_data.num_classes)
+    with pytest.raises(ValidationError, match="spec does not build a model"):
+        StudentConfig(spec={"arch": "resnet", "stem": 16})
+    with pytest.raises(ValidationError, match="swa_epochs"):
+        StudentConfig(epochs=5, swa_epochs=5)

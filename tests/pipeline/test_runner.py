@@ -152,3 +152,35 @@ def test_float_step_after_quantization_is_bad_input(tmp_path, ckpt, capsys):
     recipe = _recipe(tmp_path, [{"type": "ptq", "calibration_images": 32}, {"type": "finetune", "epochs": 1}])
     assert main(["compress", ckpt, "--recipe", recipe, "--out", str(tmp_path / "run")]) == 2
     assert "step 1 (finetune): needs a float model" in capsys.readouterr().err
+
+
+def test_start_continues_from_an_earlier_runs_checkpoint_of_the_same_model(tmp_path, ckpt, capsys):
+    """A long chain split in two (the demo's distill → QAT): the second run starts from the first run's step
+    checkpoint, but is measured and gated against the input model; a checkpoint of another model is refused."""
+    first = tmp_path / "first"
+    fine = [{"type": "finetune", "epochs": 1, "train_subset": 256, "batch_size": 64}]
+    assert main(["compress", ckpt, "--recipe", _recipe(tmp_path, fine, name="a.yaml"), "--out", str(first)]) == 0
+    made = first / "steps" / "00-finetune" / "model"
+    origin = json.loads((made / "model.json").read_text())["derived_from"]
+    assert origin["step"] == 0 and origin["step_type"] == "finetune" and len(origin["model_sha256"]) == 64
+    steps = [{"type": "start", "path": str(made), "made_by": "the a.yaml run"},
+             {"type": "ptq", "calibration_images": 32}]
+    recipe = _recipe(tmp_path, steps, name="b.yaml")
+    second = tmp_path / "second"
+    assert main(["compress", ckpt, "--recipe", recipe, "--out", str(second)]) == 0
+    a, b = (json.loads((d / "report.json").read_text()) for d in (first, second))
+    assert b["baseline"]["accuracy"] == a["baseline"]["accuracy"]  # the gate's reference is the input model
+    assert b["steps"][0]["metrics"]["accuracy"] == a["steps"][0]["metrics"]["accuracy"]  # the very checkpoint
+    # another input model: refused before anything is written
+    other = str(save_checkpoint(tmp_path / "other", tiny_model("resnet", seed=1)))
+    capsys.readouterr()
+    assert main(["compress", other, "--recipe", recipe, "--out", str(tmp_path / "third")]) == 2
+    err = capsys.readouterr().err
+    assert "recipe step 0 (start)" in err and "made from another model" in err and "the a.yaml run" in err
+    assert not (tmp_path / "third").exists()
+    # a checkpoint that does not say where it came from (saved by hand) cannot be a start point
+    steps[0]["path"] = ckpt
+    assert main(["compress", ckpt, "--recipe", _recipe(tmp_path, steps, name="c.yaml"),
+                 "--out", str(tmp_path / "fourth")]) == 2
+    assert "does not record the model it was made from" in capsys.readouterr().err
+    assert not (tmp_path / "fourth").exists()

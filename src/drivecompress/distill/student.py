@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn as nn
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from drivecompress.core import Context, State, StepConfig, register_step
 from drivecompress.data.api import Data
@@ -20,17 +20,35 @@ from drivecompress.utils.device import select_device
 
 
 class StudentConfig(DistillConfig, StepConfig):
-    """A student from the zoo (``arch`` at ``width``) trained on the teacher's soft targets; ``mode: none``
-    trains it with plain cross-entropy (the ablation's baseline)."""
+    """A student from the zoo (``arch`` at ``width``, or a whole ``spec`` such as one an architecture search
+    found) trained on the teacher's soft targets; ``mode: none`` trains it with plain cross-entropy (the
+    ablation's baseline). ``swa_epochs`` averages the last epochs' weights as the shipped baseline was made."""
 
     arch: str = "mobilenetv2"
     width: float = Field(0.5, gt=0)
+    spec: dict[str, Any] | None = Field(
+        None, description="the student's full zoo spec (overrides arch/width; classes, channels and input "
+        "normalization still come from the data and the teacher)")
     epochs: int = Field(10, ge=1)
     lr: float = Field(0.1, gt=0)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     batch_size: int = Field(128, ge=1)
     mode: Literal["soft", "hard", "none"] = "soft"
     train_subset: int | None = Field(None, ge=1)
+    swa_epochs: int = Field(0, ge=0, description="average the weights of the last N epochs (0: off)")
+    swa_lr: float = Field(0.03, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> StudentConfig:
+        """Refused when the recipe is read (exit 2), not an hour into training."""
+        if self.swa_epochs >= self.epochs:
+            raise ValueError(f"swa_epochs ({self.swa_epochs}) must be fewer than epochs ({self.epochs})")
+        if self.spec is not None:
+            try:
+                build_model({**copy.deepcopy(self.spec), "num_classes": 2})
+            except Exception as exc:
+                raise ValueError(f"spec does not build a model: {exc}") from None
+        return self
 
 
 def distill(student: nn.Module, teacher: nn.Module, data: Data, cfg: StudentConfig | None = None, *,
@@ -40,7 +58,8 @@ def distill(student: nn.Module, teacher: nn.Module, data: Data, cfg: StudentConf
     cfg = cfg or StudentConfig()
     dev = device if isinstance(device, torch.device) else select_device(device)
     tc = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer, batch_size=cfg.batch_size,
-                     seed=seed, label_smoothing=0.1 if cfg.mode == "none" else 0.0)
+                     seed=seed, label_smoothing=0.1 if cfg.mode == "none" else 0.0,
+                     swa_epochs=cfg.swa_epochs, swa_lr=cfg.swa_lr)
     train = data.train.head(cfg.train_subset, seed=seed)
     if cfg.mode == "none":
         return fit(student, train, data.val, tc, dev, description="student (CE)")
@@ -56,7 +75,11 @@ def distill(student: nn.Module, teacher: nn.Module, data: Data, cfg: StudentConf
 
 def student_spec(cfg: StudentConfig, teacher: nn.Module, data: Data) -> dict[str, Any]:
     """The zoo student's spec for this data (classes, channels); it keeps a zoo teacher's input normalization."""
-    spec = default_spec(cfg.arch, cfg.width, num_classes=data.num_classes)
+    if cfg.spec is not None:
+        spec = copy.deepcopy(cfg.spec)
+        spec["num_classes"] = data.num_classes
+    else:
+        spec = default_spec(cfg.arch, cfg.width, num_classes=data.num_classes)
     c = data.input_shape[0]
     if c != 3:
         spec["in_channels"] = c

@@ -43,7 +43,7 @@ from drivecompress.export.onnx import export_onnx
 from drivecompress.pipeline.gate import check_gate, check_targets
 from drivecompress.pipeline.recipe import Recipe
 from drivecompress.train import distributed as ddp
-from drivecompress.train.checkpoint import load_checkpoint, save_checkpoint
+from drivecompress.train.checkpoint import load_checkpoint, save_checkpoint, weights_sha256
 from drivecompress.utils.device import seed_everything, select_device
 from drivecompress.utils.io import atomic_write_json, atomic_write_text, file_sha256, folder_sha256
 from drivecompress.utils.runlock import LOCK_NAME, RunLock
@@ -51,11 +51,13 @@ from drivecompress.utils.runlock import LOCK_NAME, RunLock
 _err = Console(stderr=True)
 
 
-def check_plan(recipe: Recipe, has_module: bool, source: str) -> None:
+def check_plan(recipe: Recipe, has_module: bool, source: str, module: nn.Module | None = None) -> None:
     """Refuse, before anything is written, a recipe the input cannot take: a step that needs the PyTorch
-    module on an ONNX input, or a float-model step after a quantization step."""
+    module on an ONNX input, a float-model step after a quantization step, or what a step's own
+    ``check_input`` refuses (e.g. a start checkpoint made from another model)."""
     quantized_at = None
     for i, (kind, cfg) in enumerate(recipe.steps):
+        cfg.check_input(module, f"recipe step {i} ({kind})")
         if cfg.needs_module and not has_module:
             raise BadInputError(f"{source}: step {i} ({kind}) needs {cfg.needs}, but an .onnx input has only the "
                                 "graph (give a checkpoint folder or an nn.Module, or use graph-only steps such as ptq)")
@@ -91,14 +93,7 @@ def _measure(state: State, artifact: Path, data: Data, recipe: Recipe, speed: Sp
 def input_fingerprints(loaded: LoadedModel, data: Data, recipe: Recipe) -> dict[str, str]:
     """sha256 of the input model (its weights, or the ONNX file), of the data and of the resolved recipe: what
     ``--resume`` must find unchanged."""
-    if loaded.module is not None:
-        h = hashlib.sha256()
-        for k, v in sorted(loaded.module.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().numpy().tobytes())
-        model = h.hexdigest()
-    else:
-        model = file_sha256(loaded.onnx_path)
+    model = weights_sha256(loaded.module) if loaded.module is not None else file_sha256(loaded.onnx_path)
     recipe_hash = hashlib.sha256(json.dumps(recipe.resolved(), sort_keys=True, default=str).encode()).hexdigest()
     return {"model": model, "data": data.fingerprint(), "recipe": recipe_hash}
 
@@ -180,7 +175,7 @@ def run_recipe(loaded: LoadedModel, recipe: Recipe, data: Data, out: str | Path,
     """Run ``recipe`` on the loaded input model into ``out``; raises GateRefusedError (exit 3) when the gate
     refuses (the run folder and the rejected model are kept) and BadInputError for inputs it cannot take."""
     out = Path(out)
-    check_plan(recipe, loaded.module is not None, str(loaded.source))
+    check_plan(recipe, loaded.module is not None, str(loaded.source), loaded.module)
     loaded.check_against(data)
     dev = device if isinstance(device, torch.device) else select_device(device)
     inputs = input_fingerprints(loaded, data, recipe)
@@ -211,6 +206,8 @@ def _run_steps(loaded: LoadedModel, recipe: Recipe, data: Data, out: Path, resum
     # Steps change their model in place; the input model stays untouched as the distillation teacher.
     state = State(module=copy.deepcopy(loaded.module), fp32_onnx=out / "baseline.onnx")
     records = []
+    origin = {"model_sha256": weights_sha256(loaded.module) if loaded.module is not None else None,
+              "source": str(loaded.source), "recipe": recipe.name}
     for i, (kind, cfg) in enumerate(recipe.steps):
         name = cfg.name or kind
         step_dir = out / "steps" / f"{i:02d}-{kind}"
@@ -243,7 +240,11 @@ def _run_steps(loaded: LoadedModel, recipe: Recipe, data: Data, out: Path, resum
             ddp.barrier()  # rank 0 saves and measures the step
             continue
         if state.module is not None:
-            save_checkpoint(step_dir / "model", state.module, {"class_names": list(data.class_names)},
+            # derived_from: a later recipe may start from this checkpoint (step type "start") only on the
+            # same input model, which it checks against this sha256.
+            save_checkpoint(step_dir / "model", state.module,
+                            {"class_names": list(data.class_names),
+                             "derived_from": {**origin, "step": i, "step_type": kind}},
                             input_shape=data.input_shape)
         artifact = state.onnx_path or export_onnx(state.module, step_dir / "model_fp32.onnx", check).path
         metrics = _measure(state, artifact, data, recipe, speed)

@@ -13,6 +13,7 @@ Two kinds, told apart by ``model.json``:
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -81,6 +82,16 @@ def checkpoint_document(model: nn.Module, meta: dict[str, Any] | None = None,
     if input_shape is not None:
         doc["input_shape"] = list(input_shape)
     return state, doc
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 over a module's tensors (names and bytes, in name order): the identity of a set of weights, used
+    to check that a run resumes, or a recipe starts, from the model it claims."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def write_checkpoint(folder: str | Path, state: dict[str, torch.Tensor], doc: dict[str, Any]) -> Path:
