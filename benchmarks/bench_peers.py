@@ -3,6 +3,13 @@ NNCF with their defaults, and from drivecompress, on the same calibration images
 
     pip install -e '.[peers]'          # nncf (ONNX Runtime's quantizer comes with onnxruntime)
     python benchmarks/bench_peers.py   # --calib 300 --accuracy-control to also run NNCF's accuracy-control mode
+    python benchmarks/bench_peers.py --torch-pruning --also "drivecompress default recipe=runs/demo-..."
+
+``--torch-pruning`` prunes the baseline twice at the same MACs with the same fine-tuning budget: plain
+Torch-Pruning (``MetaPruner``, L2 magnitude, uniform ratio, no channel rounding, cross-entropy fine-tuning: what
+its README shows) and drivecompress's structured step (channels rounded to 16, distillation from the baseline);
+both float models and drivecompress's int8 of its own are measured. ``--also NAME=RUN`` adds the final model of a
+drivecompress run folder (e.g. the demo's) to the same table.
 
 Per model: accuracy, the worst safety-critical class's recall, the paired gate's verdict (the budgets of
 recipes/default.yaml), size, MACs, batch-1 p50 (one thread; all models measured in interleaved rounds, so the
@@ -13,6 +20,8 @@ runs/bench_peers/results.json and peers.png (accuracy vs latency).
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import sys
 import time
 from pathlib import Path
@@ -79,12 +88,46 @@ def nncf_accuracy_control(fp32: Path, out: Path, calib: np.ndarray, val_x: np.nd
     return out
 
 
+def torch_pruning_peer(model, data, target_macs: int, epochs: int, subset: int | None):
+    """Plain Torch-Pruning as its README shows it: MetaPruner with L2 magnitude importance, one uniform ratio
+    (found by bisection to land on ``target_macs``), the classifier kept, no channel rounding; then the same
+    fine-tuning budget as drivecompress's step, with cross-entropy only (no teacher)."""
+    import torch_pruning as tp
+
+    from drivecompress.prune.structured import output_layers
+
+    example = data.example_input()
+
+    def pruned(ratio: float):
+        m = copy.deepcopy(model).eval()
+        mods = dict(m.named_modules())
+        ignored = [mods[n] for n in output_layers(m, example)]
+        tp.pruner.MetaPruner(m, example, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio,
+                             ignored_layers=ignored).step()
+        return m
+
+    lo, hi = 0.0, 0.95
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if count_macs(pruned(mid), data.input_shape) > target_macs else (lo, mid)
+    m = pruned(hi)
+    dc.finetune(m, data, dc.FinetuneConfig(epochs=epochs, train_subset=subset, distill=False), epochs)
+    return m, hi
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calib", type=int, default=300, help="calibration images for every quantizer (default 300)")
     ap.add_argument("--test-subset", type=int, help="seeded test subset (default: the whole test set)")
     ap.add_argument("--runs", type=int, default=500, help="timed batch-1 runs per model (interleaved)")
     ap.add_argument("--accuracy-control", action="store_true", help="also NNCF's accuracy-control mode (slow)")
+    ap.add_argument("--torch-pruning", action="store_true",
+                    help="also plain Torch-Pruning vs drivecompress's structured step, same MACs and fine-tuning")
+    ap.add_argument("--prune-ratio", type=float, default=0.25, help="drivecompress's channel ratio (default 0.25)")
+    ap.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning budget of both pruners")
+    ap.add_argument("--finetune-subset", type=int, default=12000, help="training images per fine-tuning epoch")
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=RUN",
+                    help="add the final model of a drivecompress run folder (repeatable)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_peers"))
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -104,17 +147,46 @@ def main() -> int:
         v = data.val.head(2000, seed=0)
         makers["NNCF accuracy control (0.5 pt)"] = lambda p: nncf_accuracy_control(fp32, p, calib,
                                                                                   deploy_input(v.x), v.y)
+    base_macs = count_macs(model, data.input_shape)
+    macs: dict[str, int] = {}
+    if a.torch_pruning:
+        ours = copy.deepcopy(model)
+        t_ours = time.perf_counter()
+        dc.prune(ours, data, dc.PruneConfig(ratio=a.prune_ratio, iterations=1, finetune_epochs=0,
+                                            recovery_epochs=a.finetune_epochs, train_subset=a.finetune_subset),
+                 teacher=model)
+        t_ours = time.perf_counter() - t_ours
+        ours_macs = count_macs(ours, data.input_shape)
+        t_tp = time.perf_counter()
+        peer, ratio = torch_pruning_peer(model, data, ours_macs, a.finetune_epochs, a.finetune_subset)
+        t_tp = time.perf_counter() - t_tp
+        tp_name = f"Torch-Pruning MetaPruner (ratio {ratio:.3f}, CE fine-tune), fp32"
+        ours_name = f"drivecompress prune (ratio {a.prune_ratio}, round 16, KD), fp32"
+        ours_fp32 = dc.export_onnx(ours, a.out / "ours_pruned.onnx", deploy_input(data.val.x[:64])).path
+        makers[tp_name] = lambda p: dc.export_onnx(peer, p, deploy_input(data.val.x[:64])).path
+        makers[ours_name] = lambda p: ours_fp32
+        makers["drivecompress prune + ptq, int8"] = lambda p: (
+            dc.quantize(ours_fp32, data, p, dc.PTQConfig(calibration_images=a.calib)), p)[1]
+        macs.update({tp_name: count_macs(peer, data.input_shape), ours_name: ours_macs,
+                     "drivecompress prune + ptq, int8": ours_macs})
+        train_seconds = {tp_name: t_tp, ours_name: t_ours, "drivecompress prune + ptq, int8": t_ours}
+    else:
+        train_seconds = {}
+    for spec in a.also:
+        name, _, run = spec.partition("=")
+        rep = json.loads((Path(run) / "report.json").read_text())
+        makers[name] = lambda p, run=run, rep=rep: Path(run) / rep["artifact"]
+        macs[name] = int(rep["final"]["macs"])
     paths, seconds, failed = {"fp32 baseline": fp32}, {"fp32 baseline": 0.0}, {}
     for i, (name, make) in enumerate(makers.items()):
         t0 = time.perf_counter()
         try:
             paths[name] = make(a.out / f"peer{i}.onnx")
-            seconds[name] = time.perf_counter() - t0
+            seconds[name] = time.perf_counter() - t0 + train_seconds.get(name, 0.0)
         except Exception as exc:  # a peer that does not run here is reported, not hidden
             failed[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
     budgets = dc.load_recipe(repo_root() / "recipes" / "default.yaml").budgets
     safety = sorted(data.safety_critical)
-    macs = count_macs(model, data.input_shape)
     metrics = {k: evaluate_predictor(OnnxPredictor(p), test, safety_critical=data.safety_critical,
                                      num_classes=data.num_classes) for k, p in paths.items()}
     lat = side_by_side(paths, data.input_shape, runs=a.runs)
@@ -126,7 +198,8 @@ def main() -> int:
         thr = measure_speed(p, SpeedConfig(runs=1, warmup=5, throughput_seconds=3.0), data.input_shape)
         rows.append({"model": k, "accuracy": m["accuracy"], "worst_safety_class": worst,
                      "worst_safety_recall": m["per_class_recall"][worst], "gate_passed": gate["passed"],
-                     "gate_violations": len(gate["violations"]), "size_bytes": p.stat().st_size, "macs": macs,
+                     "gate_violations": len(gate["violations"]), "size_bytes": p.stat().st_size,
+                     "macs": macs.get(k, base_macs),
                      "latency_ms_p50": lat[k]["latency_ms_p50"], "throughput_ips": thr["throughput_ips"],
                      "seconds": round(seconds[k], 1)})
     base = rows[0]
@@ -136,11 +209,12 @@ def main() -> int:
     save_results(a.out, rows + [{"model": k, "failed": v} for k, v in failed.items()])
     _plot(rows, a.out / "peers.png")
     print_table(f"Peers on the shipped baseline ({len(test):,} test images, {a.calib} calibration images)",
-                ["model", "accuracy", "worst safety class", "gate", "size", "p50 ms", "speed-up", "img/s b64",
-                 "time s"],
+                ["model", "accuracy", "worst safety class", "gate", "size", "MMACs", "p50 ms", "speed-up",
+                 "img/s b64", "time s"],
                 [[r["model"], f"{100 * r['accuracy']:.2f}%",
                   f"{r['worst_safety_class']}: {100 * r['worst_safety_recall']:.1f}%",
                   "pass" if r["gate_passed"] else f"refused ({r['gate_violations']})", f"{r['size_bytes']:,}",
+                  f"{r['macs'] / 1e6:.1f}",
                   f"{r['latency_ms_p50']:.3f}", f"{r['speedup']:.2f}x", f"{r['throughput_ips']:.0f}",
                   f"{r['seconds']:.0f}"] for r in rows], width=170)
     for k, v in failed.items():
