@@ -101,3 +101,16 @@ def test_student_from_a_full_spec_takes_classes_and_normalization_from_data_and_
         StudentConfig(spec={"arch": "resnet", "stem": 16})
     with pytest.raises(ValidationError, match="swa_epochs"):
         StudentConfig(epochs=5, swa_epochs=5)
+
+
+def test_teacher_gets_its_requires_grad_flags_back_after_distillation(splits):
+    """The teacher is frozen while it teaches, then returned as it was: a user's model passed as a teacher
+    (e.g. to prune(..., teacher=model)) can still be trained afterwards (bench_peers hit this)."""
+    teacher = build_model(default_spec("resnet", 0.25))
+    student = build_model(default_spec("resnet", 0.25))
+    teacher.classifier.weight.requires_grad_(False)  # a flag of the user's own, kept as it was
+    d = Distiller(student, teacher, DistillConfig(), torch.device("cpu"))
+    assert not any(p.requires_grad for p in teacher.parameters())
+    d.close()
+    assert not teacher.classifier.weight.requires_grad
+    assert all(p.requires_grad for n, p in teacher.named_parameters() if n != "classifier.weight")

@@ -53,15 +53,17 @@ class Distiller:
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: DistillConfig, device: torch.device,
                  example: torch.Tensor | None = None) -> None:
         self.cfg, self.student = cfg, student
-        self.teacher = teacher.to(device).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
         s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
         for s_name, t_name in cfg.feature_pairs:
             if s_name not in s_mods or t_name not in t_mods:
                 raise ValueError(f"feature pair ({s_name!r}, {t_name!r}): no such module in student/teacher")
         if cfg.feature_pairs and example is None:
             raise ValueError("feature transfer needs an example input to size its adapters")
+        self.teacher = teacher.to(device).eval()
+        # Frozen while it teaches; close() gives the caller's model its flags back (a user may train it later).
+        self._teacher_grad = [(p, p.requires_grad) for p in self.teacher.parameters()]
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
         adapters = [FeatureAdapter(_channels(student, s, example), _channels(teacher, t, example))
                     for s, t in cfg.feature_pairs]
         # Registered on the student so fit's optimizer trains them; removed by close().
@@ -88,5 +90,7 @@ class Distiller:
     def close(self) -> None:
         for tap in self.s_taps + self.t_taps:
             tap.handle.remove()
+        for p, flag in self._teacher_grad:
+            p.requires_grad_(flag)
         if hasattr(self.student, "kd_adapters"):
             del self.student.kd_adapters
