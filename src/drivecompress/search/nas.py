@@ -162,24 +162,35 @@ def search(teacher: nn.Module, data: Data, out: str | Path, cfg: SearchConfig | 
                    n_trials=cfg.trials, timeout=cfg.budget_minutes * 60 if cfg.budget_minutes else None,
                    callbacks=[MaxTrialsCallback(cfg.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))],
                    catch=(RuntimeError,))
-    return summarize(study, out, data, cfg, time.perf_counter() - t0)
+    return summarize(study, out, data, cfg, time.perf_counter() - t0, teacher=teacher)
 
 
-def summarize(study: Any, out: Path, data: Data, cfg: SearchConfig, seconds: float) -> dict[str, Any]:
-    """The Pareto front, its int8 latencies re-measured serially in interleaved rounds, as JSON and HTML."""
+def summarize(study: Any, out: Path, data: Data, cfg: SearchConfig, seconds: float,
+              teacher: nn.Module | None = None) -> dict[str, Any]:
+    """The Pareto front, its int8 latencies re-measured serially in interleaved rounds (with the teacher's fp32
+    ONNX in the same rounds, so each speed-up is a ratio measured side by side), as JSON and HTML."""
     from optuna.trial import TrialState
 
     front = sorted(study.best_trials, key=lambda t: t.values[1])
     paths = {f"{t.number:04d}": out / "trials" / f"{t.number:04d}" / "int8.onnx" for t in front}
     paths = {k: p for k, p in paths.items() if p.exists()}
+    if paths and teacher is not None:
+        paths["teacher"] = export_onnx(teacher, out / "teacher_fp32.onnx", deploy_input(data.val.x[:32])).path
     again = side_by_side(paths, data.input_shape, runs=cfg.latency_runs) if paths else {}
+    ref = again.get("teacher", {}).get("latency_ms_p50")
+
+    def speedup(t: Any) -> float | None:
+        lat = again.get(f"{t.number:04d}", {}).get("latency_ms_p50")
+        return round(ref / lat, 3) if ref and lat else None
+
     rows = [{"trial": t.number, "proxy_accuracy": t.values[0], "int8_latency_ms": t.values[1],
              "int8_latency_ms_serial": again.get(f"{t.number:04d}", {}).get("latency_ms_p50"),
+             "speedup_vs_teacher_fp32": speedup(t),
              "int8_bytes": int(t.values[2]), "macs": t.user_attrs.get("macs"), "spec": t.user_attrs.get("spec"),
              "retried_from": t.system_attrs.get("failed_trial")} for t in front]
     states = [t.state for t in study.trials]
     doc = {"trials": {s.name.lower(): states.count(s) for s in TrialState if states.count(s)},
-           "worker_seconds": round(seconds, 1), "pareto": rows}
+           "worker_seconds": round(seconds, 1), "teacher_fp32_latency_ms": ref, "pareto": rows}
     atomic_write_json(out / "pareto.json", doc)
     _write_html(doc, study, out / "report.html")
     return doc
@@ -210,7 +221,10 @@ def _write_html(doc: dict[str, Any], study: Any, path: Path) -> None:
     plt.close(fig)
     img = base64.b64encode(buf.getvalue()).decode()
     def serial(r: dict[str, Any]) -> str:
-        return "" if r["int8_latency_ms_serial"] is None else f"{r['int8_latency_ms_serial']:.3f}"
+        if r["int8_latency_ms_serial"] is None:
+            return ""
+        x = r.get("speedup_vs_teacher_fp32")
+        return f"{r['int8_latency_ms_serial']:.3f}" + (f" ({x:.2f}x)" if x else "")
 
     rows = "".join(
         f"<tr><td>{r['trial']}</td><td>{100 * r['proxy_accuracy']:.2f}%</td><td>{r['int8_latency_ms']:.3f}</td>"
@@ -220,5 +234,6 @@ def _write_html(doc: dict[str, Any], study: Any, path: Path) -> None:
         "<!doctype html><meta charset=utf-8><title>drivecompress search</title><h1>Architecture search</h1>"
         f"<p>Trials: {doc['trials']}; this worker ran {doc['worker_seconds']} s.</p>"
         f"<img src='data:image/png;base64,{img}'><table border=1 cellpadding=3><tr><th>trial</th><th>proxy acc</th>"
-        "<th>int8 ms (trial)</th><th>int8 ms (re-measured serially)</th><th>int8 bytes</th><th>MACs</th>"
+        "<th>int8 ms (trial)</th><th>int8 ms re-measured serially (speed-up vs the teacher's fp32, same rounds)</th>"
+        "<th>int8 bytes</th><th>MACs</th>"
         f"<th>network</th></tr>{rows}</table>", encoding="utf-8")
