@@ -49,7 +49,9 @@ class SearchConfig(BaseModel):
     proxy_images: int = Field(6000, ge=16)
     proxy_epochs: int = Field(3, ge=1)
     val_images: int = Field(2000, ge=16)
-    min_first_epoch_accuracy: float = Field(0.2, ge=0, le=1, description="prune a trial below this after epoch 1")
+    min_first_epoch_accuracy: float | None = Field(
+        None, ge=0, le=1, description="prune a trial below this after epoch 1; default: twice chance (2 / classes). "
+        "A fixed 20% pruned every trial on GTSRB: after one proxy epoch of 6,000 images all were at 15-18%")
     calibration_images: int = Field(128, ge=8)
     latency_runs: int = Field(300, ge=10)
     heartbeat_seconds: int = Field(30, ge=1)
@@ -103,7 +105,9 @@ class _Objective:
                          self.data.example_input())
 
         def prune_hopeless(rec: dict[str, float]) -> None:
-            if rec["epoch"] == 1 and rec["val_acc"] < self.cfg.min_first_epoch_accuracy:
+            floor = self.cfg.min_first_epoch_accuracy
+            floor = 2.0 / self.data.num_classes if floor is None else floor
+            if rec["epoch"] == 1 and rec["val_acc"] < floor:
                 raise optuna.TrialPruned(f"proxy accuracy {rec['val_acc']:.3f} after one epoch")
 
         t0 = time.perf_counter()
