@@ -106,3 +106,19 @@ def test_bad_arrays_are_clear_errors(kwargs, needle):
     with pytest.raises(dc.BadInputError, match=needle):
         dc.Data.from_arrays(args["x_train"], args["y_train"], args["x_test"], args["y_test"], **extra)
 
+
+
+def test_start_step_continues_a_user_networks_run_through_the_api(tmp_path, mini_data):
+    """A chain split in two on a network outside the zoo: its step checkpoint is saved by layout, and the
+    second run's ``start`` rebuilds it from the user's module (the same template --resume uses)."""
+    net = make_net("se_group")
+    ev = {"test_subset": 200, "latency_runs": 10, "throughput_seconds": 0.1}
+    fine = {"evaluation": ev, "steps": [{"type": "finetune", "epochs": 1, "train_subset": 128, "batch_size": 64}]}
+    first = dc.compress(net, fine, data=mini_data, out=tmp_path / "a")
+    made = tmp_path / "a" / "steps" / "00-finetune" / "model"
+    chain = {"evaluation": ev, "steps": [{"type": "start", "path": str(made)},
+                                         {"type": "ptq", "calibration_images": 32}]}
+    second = dc.compress(net, chain, data=mini_data, out=tmp_path / "b")
+    assert second.report["baseline"]["accuracy"] == first.report["baseline"]["accuracy"]
+    assert second.report["steps"][0]["metrics"]["accuracy"] == first.report["steps"][0]["metrics"]["accuracy"]
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(second.model_path)).graph.node)

@@ -52,6 +52,7 @@ class StartConfig(StepConfig):
 
 @register_step("start", StartConfig)
 def _start_step(state: State, cfg: StartConfig, ctx: Context) -> State:
-    module, meta = load_checkpoint(cfg.folder())
+    # The input module is the template of a user-defined network's checkpoint, exactly as --resume uses it.
+    module, meta = load_checkpoint(cfg.folder(), template=ctx.teacher)
     notes = {"checkpoint": str(cfg.folder()), "derived_from": meta.get("derived_from"), "made_by": cfg.made_by}
     return dataclasses.replace(State(module=module), notes=notes)
