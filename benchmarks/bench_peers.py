@@ -130,6 +130,10 @@ def main() -> int:
                     help="add the final model of a drivecompress run folder (repeatable)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_peers"))
     a = ap.parse_args()
+    for spec in a.also:
+        name, _, run = spec.partition("=")
+        if not name or not (Path(run) / "report.json").is_file():
+            ap.error(f"--also {spec!r}: expected NAME=RUN_FOLDER with a report.json in RUN_FOLDER")
     a.out.mkdir(parents=True, exist_ok=True)
     data = dc.Data.from_npz()
     model = dc.load_model(repo_root() / "baseline")

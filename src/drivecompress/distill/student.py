@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from drivecompress.core import Context, State, StepConfig, register_step
 from drivecompress.data.api import Data
 from drivecompress.distill.step import DistillConfig, Distiller
+from drivecompress.errors import BadInputError
 from drivecompress.models import build_model, default_spec
 from drivecompress.train.loop import TrainConfig, TrainResult, evaluate_accuracy, fit
 from drivecompress.utils.device import select_device
@@ -44,9 +45,9 @@ class StudentConfig(DistillConfig, StepConfig):
         if self.swa_epochs >= self.epochs:
             raise ValueError(f"swa_epochs ({self.swa_epochs}) must be fewer than epochs ({self.epochs})")
         if self.spec is not None:
-            try:
-                build_model({**copy.deepcopy(self.spec), "num_classes": 2})
-            except Exception as exc:
+            try:  # build_model turns any malformed spec into BadInputError (the registry's one check)
+                build_model({**self.spec, "num_classes": 2})
+            except BadInputError as exc:
                 raise ValueError(f"spec does not build a model: {exc}") from None
         return self
 

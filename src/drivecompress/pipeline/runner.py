@@ -51,14 +51,14 @@ from drivecompress.utils.runlock import LOCK_NAME, RunLock
 _err = Console(stderr=True)
 
 
-def check_plan(recipe: Recipe, has_module: bool, source: str, module: nn.Module | None = None) -> None:
+def check_plan(recipe: Recipe, module: nn.Module | None, source: str) -> None:
     """Refuse, before anything is written, a recipe the input cannot take: a step that needs the PyTorch
     module on an ONNX input, a float-model step after a quantization step, or what a step's own
     ``check_input`` refuses (e.g. a start checkpoint made from another model)."""
     quantized_at = None
     for i, (kind, cfg) in enumerate(recipe.steps):
         cfg.check_input(module, f"recipe step {i} ({kind})")
-        if cfg.needs_module and not has_module:
+        if cfg.needs_module and module is None:
             raise BadInputError(f"{source}: step {i} ({kind}) needs {cfg.needs}, but an .onnx input has only the "
                                 "graph (give a checkpoint folder or an nn.Module, or use graph-only steps such as ptq)")
         if quantized_at is not None:
@@ -175,14 +175,14 @@ def run_recipe(loaded: LoadedModel, recipe: Recipe, data: Data, out: str | Path,
     """Run ``recipe`` on the loaded input model into ``out``; raises GateRefusedError (exit 3) when the gate
     refuses (the run folder and the rejected model are kept) and BadInputError for inputs it cannot take."""
     out = Path(out)
-    check_plan(recipe, loaded.module is not None, str(loaded.source), loaded.module)
+    check_plan(recipe, loaded.module, str(loaded.source))
     loaded.check_against(data)
     dev = device if isinstance(device, torch.device) else select_device(device)
     inputs = input_fingerprints(loaded, data, recipe)
     _check_out(out, recipe, resume, inputs)
     ddp.barrier()  # every rank has checked before rank 0 writes anything
     if not ddp.is_main():
-        return _run_steps(loaded, recipe, data, out, resume, dev)
+        return _run_steps(loaded, recipe, data, out, resume, dev, inputs)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -190,11 +190,11 @@ def run_recipe(loaded: LoadedModel, recipe: Recipe, data: Data, out: str | Path,
     with RunLock(out):
         _check_out(out, recipe, resume, inputs)  # again under the lock: another run may have started meanwhile
         _write_out(out, recipe, inputs)
-        return _run_steps(loaded, recipe, data, out, resume, dev)
+        return _run_steps(loaded, recipe, data, out, resume, dev, inputs)
 
 
 def _run_steps(loaded: LoadedModel, recipe: Recipe, data: Data, out: Path, resume: bool,
-               dev: torch.device) -> dict[str, Any]:
+               dev: torch.device, inputs: dict[str, str]) -> dict[str, Any]:
     speed = SpeedConfig(runs=recipe.evaluation.latency_runs, throughput_seconds=recipe.evaluation.throughput_seconds)
     check = deploy_input(data.test.x[:64])
     # Under torchrun every rank runs the steps (their training is data-parallel); rank 0 alone writes the run
@@ -206,8 +206,8 @@ def _run_steps(loaded: LoadedModel, recipe: Recipe, data: Data, out: Path, resum
     # Steps change their model in place; the input model stays untouched as the distillation teacher.
     state = State(module=copy.deepcopy(loaded.module), fp32_onnx=out / "baseline.onnx")
     records = []
-    origin = {"model_sha256": weights_sha256(loaded.module) if loaded.module is not None else None,
-              "source": str(loaded.source), "recipe": recipe.name}
+    # Step checkpoints exist only for a module input, so inputs["model"] is then its weights' sha256.
+    origin = {"model_sha256": inputs["model"], "source": str(loaded.source), "recipe": recipe.name}
     for i, (kind, cfg) in enumerate(recipe.steps):
         name = cfg.name or kind
         step_dir = out / "steps" / f"{i:02d}-{kind}"
