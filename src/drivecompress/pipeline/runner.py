@@ -57,10 +57,10 @@ def check_plan(recipe: Recipe, module: nn.Module | None, source: str) -> None:
     ``check_input`` refuses (e.g. a start checkpoint made from another model)."""
     quantized_at = None
     for i, (kind, cfg) in enumerate(recipe.steps):
-        cfg.check_input(module, f"recipe step {i} ({kind})")
         if cfg.needs_module and module is None:
             raise BadInputError(f"{source}: step {i} ({kind}) needs {cfg.needs}, but an .onnx input has only the "
                                 "graph (give a checkpoint folder or an nn.Module, or use graph-only steps such as ptq)")
+        cfg.check_input(module, f"recipe step {i} ({kind})")
         if quantized_at is not None:
             raise BadInputError(f"recipe step {i} ({kind}): needs a float model, but step {quantized_at} already "
                                 "quantized it")
