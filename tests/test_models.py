@@ -85,6 +85,14 @@ def test_bad_specs():
         build_model({"arch": "resnet", "stem": 8})
     with pytest.raises(BadInputError, match="unknown model"):
         default_spec("nope")
+    typo = default_spec("resnet")  # a misspelt key used to be ignored and the network built without it
+    typo["stemx"] = typo.pop("stem")
+    with pytest.raises(BadInputError, match="malformed"):
+        build_model(typo)
+    typo = {**default_spec("resnet"), "stemx": 16}
+    typo["stages"][1]["strde"] = 1
+    with pytest.raises(BadInputError, match=r"unknown key\(s\) stages\.1\.strde, stemx"):
+        build_model(typo)
 
 
 def test_checkpoint_errors(tmp_path):

@@ -4,12 +4,12 @@ killed worker whose trial is retried by the next worker."""
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 
 import optuna
-import sqlalchemy.exc
 from optuna.trial import TrialState
 
 
@@ -46,25 +46,39 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path):
     assert "Pareto front" in (out / "report.html").read_text() or (out / "report.html").stat().st_size > 1000
 
 
+def _running_sampled_trials(db) -> list[int]:
+    """Numbers of RUNNING trials whose architecture is fully sampled, read from the SQLite file read-only: an
+    observer opening it through Optuna writes the schema and raced the worker creating it (seen twice in CI)."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+    except sqlite3.Error:
+        return []
+    try:
+        return [n for (n,) in con.execute(
+            "SELECT t.number FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+            "WHERE t.state = 'RUNNING' AND a.key = 'macs'")]
+    except sqlite3.Error:  # no tables yet
+        return []
+    finally:
+        con.close()
+
+
 def test_a_killed_workers_trial_is_retried_by_the_next_worker(tmp_path):
     out = tmp_path / "s"
     victim = _worker(out, "--trials", "3")
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     running = []
-    while time.time() < deadline and not running:
+    while time.time() < deadline and not running and victim.poll() is None:
         time.sleep(0.5)
         if (out / "study.db").exists():
-            try:
-                running = [t for t in _study(out).trials  # killed once its architecture is fully sampled
-                           if t.state == TrialState.RUNNING and "macs" in t.user_attrs]
-            except (KeyError, sqlalchemy.exc.SQLAlchemyError):
-                # no study yet, or the worker is still creating the schema (opening the file at that moment
-                # makes this observer race it for the alembic_version row: seen once in CI)
-                running = []
-    assert running, "no trial started"
+            running = _running_sampled_trials(out / "study.db")
+    if not running:
+        victim.kill()
+        _, err = victim.communicate()
+        raise AssertionError(f"no trial started (worker exit code {victim.returncode}): {err[-2000:]}")
     os.kill(victim.pid, signal.SIGKILL)
     victim.communicate()
-    killed = running[0]
+    killed = next(t for t in _study(out).trials if t.number == running[0])
     time.sleep(6)  # past the heartbeat grace period of --quick (4 s)
     rescuer = _worker(out, "--trials", "3", "--resume")
     _, err = rescuer.communicate(timeout=400)

@@ -54,9 +54,27 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
     if arch not in _REGISTRY:
         raise BadInputError(f"model spec: unknown arch {arch!r} (available: {', '.join(available_models())})")
     try:
-        return _REGISTRY[arch](copy.deepcopy(spec))
+        model = _REGISTRY[arch](copy.deepcopy(spec))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: torch on negative widths
         raise BadInputError(f"model spec for '{arch}' is malformed: {str(exc).splitlines()[0]}") from exc
+    unknown = _unknown_keys(spec, model.spec(), "") - {"in_channels"}
+    if unknown:  # a typo ('stemx: 16') would otherwise build the default silently
+        raise BadInputError(f"model spec for '{arch}': unknown key(s) {', '.join(sorted(unknown))} "
+                            f"(known: {', '.join(sorted(model.spec()))})")
+    return model
+
+
+def _unknown_keys(given: Any, known: Any, where: str) -> set[str]:
+    """Keys of ``given`` (nested dicts and lists of dicts) that the built model's own spec does not have."""
+    if isinstance(given, dict) and isinstance(known, dict):
+        out = {f"{where}{k}" for k in given if k not in known}
+        for k in given.keys() & known.keys():
+            out |= _unknown_keys(given[k], known[k], f"{where}{k}.")
+        return out
+    if isinstance(given, list) and isinstance(known, list) and len(given) == len(known):
+        pairs = enumerate(zip(given, known, strict=True))
+        return set().union(*(_unknown_keys(g, k, f"{where}{i}.") for i, (g, k) in pairs))
+    return set()
 
 
 def spec_of(model: nn.Module) -> dict[str, Any]:

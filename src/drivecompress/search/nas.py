@@ -16,6 +16,7 @@ taken while other workers train are noisy; the Pareto set is re-measured seriall
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import time
 from pathlib import Path
@@ -130,13 +131,26 @@ class _Objective:
 def open_study(storage: str, cfg: SearchConfig, create: bool) -> Any:
     """The study in ``storage`` (an RDB URL), with heartbeats so that a killed worker's trial is retried."""
     import optuna
+    import sqlalchemy.exc
     from optuna.storages import RDBStorage, RetryFailedTrialCallback
 
-    try:
-        store = RDBStorage(storage, heartbeat_interval=cfg.heartbeat_seconds, grace_period=cfg.grace_seconds,
-                           failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
-    except Exception as exc:  # sqlalchemy raises its own types for a bad URL
-        raise BadInputError(f"--storage {storage}: cannot open ({str(exc).splitlines()[0][:160]})") from exc
+    # Optuna 4.9 renamed the callback; the old keyword still works but warns
+    retry_kw = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback"
+                in inspect.signature(RDBStorage).parameters else "failed_trial_callback")
+    for attempt in range(5):
+        try:
+            store = RDBStorage(storage, heartbeat_interval=cfg.heartbeat_seconds, grace_period=cfg.grace_seconds,
+                               **{retry_kw: RetryFailedTrialCallback(max_retry=2)})
+            break
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
+            # two workers started together on a new file both create the schema; the loser sees the winner's
+            # alembic_version row (IntegrityError) or its write lock: the schema is there on the next attempt
+            racing = isinstance(exc, sqlalchemy.exc.IntegrityError) or "locked" in str(exc)
+            if attempt == 4 or not racing:
+                raise BadInputError(f"--storage {storage}: cannot open ({str(exc).splitlines()[0][:160]})") from exc
+            time.sleep(0.5 * (attempt + 1))
+        except Exception as exc:  # sqlalchemy raises its own types for a bad URL
+            raise BadInputError(f"--storage {storage}: cannot open ({str(exc).splitlines()[0][:160]})") from exc
     sampler = optuna.samplers.NSGAIISampler(seed=cfg.seed, population_size=8 if cfg.quick else 16)
     if not create:
         try:
