@@ -114,3 +114,29 @@ def test_swa_ships_the_average_of_the_last_epochs(splits, monkeypatch):
         assert not torch.allclose(p, snapshots[2][name])
     assert result.best_epoch == 3 and result.history[-1]["swa_models"] == 2
     assert result.best_val_accuracy == original(model, val, torch.device("cpu"))
+
+
+def test_a_strided_1x1_conv_with_few_input_channels_is_trained_in_nchw(splits):
+    """oneDNN's channels-last 1x1 backward-weights kernel overruns its workspace for a strided 1x1 conv with
+    under 16 input channels (oneDNN#6035; hung the suite after pruning left a 5-channel stride-2 shortcut):
+    ``fit`` must keep such a model in NCHW, and still use channels-last for every other model."""
+    train, val = splits.train.head(64, seed=0), splits.val.head(32)
+    cfg = TrainConfig(epochs=1, batch_size=32, amp="off", channels_last=True)
+    seen = []
+
+    def loss_fn(logits, y, x):
+        seen.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return torch.nn.functional.cross_entropy(logits, y)
+
+    torch.manual_seed(0)
+    narrow = build_model({"arch": "resnet", "stem": 8, "num_classes": 43, "stages": [
+        {"stride": 2, "out": 16, "mids": [16], "projection": True}]})
+    assert loop.onednn_1x1_hazard(narrow) == ["blocks.0.shortcut.0"]
+    fit(narrow, train, val, cfg, torch.device("cpu"), loss_fn=loss_fn)
+    assert seen == [False, False]
+    wide = build_model({"arch": "resnet", "stem": 16, "num_classes": 43, "stages": [
+        {"stride": 2, "out": 16, "mids": [16], "projection": True}]})
+    assert loop.onednn_1x1_hazard(wide) == []
+    seen.clear()
+    fit(wide, train, val, cfg, torch.device("cpu"), loss_fn=loss_fn)
+    assert seen == [True, True]

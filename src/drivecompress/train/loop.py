@@ -5,6 +5,7 @@ over a teacher)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -157,6 +158,16 @@ def _val_accuracy(model: nn.Module, val: LabeledImages, device: torch.device, ba
     return correct / n if n else float("nan")
 
 
+def onednn_1x1_hazard(model: nn.Module) -> list[str]:
+    """Strided 1x1 convolutions with fewer than 16 input channels. On channels-last (NHWC) tensors, oneDNN's
+    1x1 backward-weights kernel writes past its workspace for them (uxlfoundation/oneDNN#6035: AVX2 needs
+    IC >= 8, AVX-512 IC >= 16): training hung in the suite, two threads spinning in
+    jit_avx2_1x1_convolution_bwd_weights, after a pruning left a stride-2 shortcut a few channels. ``fit``
+    trains such a model in NCHW, which takes oneDNN's blocked path."""
+    return [name for name, m in model.named_modules()
+            if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1 and m.in_channels < 16]
+
+
 def _train_batches(x_all: torch.Tensor, s_all: torch.Tensor, steps: int, cfg: TrainConfig,
                    device: torch.device, gen: torch.Generator, rng: np.random.Generator) -> Iterator[torch.Tensor]:
     """One epoch of training inputs, augmented as in training (for the BatchNorm re-estimation pass)."""
@@ -191,6 +202,8 @@ def fit(
     result reports its validation accuracy as ``best_val_accuracy`` and ``best_epoch`` = ``cfg.epochs``.
     """
     seed_everything(cfg.seed)
+    if cfg.channels_last and device.type == "cpu" and onednn_1x1_hazard(model):
+        cfg = dataclasses.replace(cfg, channels_last=False)
     world, main = ddp.world_size(), ddp.is_main()
     gen = torch.Generator(device=device).manual_seed(cfg.seed + ddp.rank())  # one augmentation seed per rank
     rng = np.random.default_rng(cfg.seed)  # the same epoch order on every rank; each takes its share
