@@ -1,7 +1,7 @@
 import numpy as np
 
 from drivecompress.evaluate.complexity import count_macs, count_params, onnx_params, size_on_disk
-from drivecompress.evaluate.latency import SpeedConfig, measure_speed
+from drivecompress.evaluate.latency import SpeedConfig, measure_speed, side_by_side
 from drivecompress.evaluate.machine import machine_info
 from drivecompress.export.onnx import export_onnx
 from drivecompress.models import build_model
@@ -35,3 +35,12 @@ def test_machine_info_records_cpu_flags():
     info = machine_info()
     assert info["cores"] >= 1 and isinstance(info["cpu_flags"], list) and info["cpu"]
     assert {"torch", "onnxruntime"} <= set(info)
+
+
+def test_side_by_side_measures_latency_and_optionally_throughput_in_the_same_rounds(tmp_path):
+    a = export_onnx(tiny_model("vgg"), tmp_path / "a.onnx", random_images(4)).path
+    b = export_onnx(tiny_model("resnet"), tmp_path / "b.onnx", random_images(4)).path
+    lat_only = side_by_side({"a": a, "b": b}, (3, 32, 32), runs=20, rounds=2, warmup=2)
+    assert all(len(r["round_medians_ms"]) == 2 and "throughput_ips" not in r for r in lat_only.values())
+    both = side_by_side({"a": a, "b": b}, (3, 32, 32), runs=20, rounds=2, warmup=2, throughput_seconds=0.2)
+    assert all(r["throughput_ips"] > 0 and r["latency_ms_p50"] > 0 for r in both.values())

@@ -43,6 +43,8 @@ def test_report_schema_and_run_folder(tmp_path, ckpt, capsys):
     sbs = rep["side_by_side_latency"]
     assert len(sbs["final"]["round_medians_ms"]) == 5 and sbs["baseline"]["latency_ms_p50"] > 0
     assert rep["ratios"]["latency_ms_p50_ratio"] == sbs["baseline"]["latency_ms_p50"] / sbs["final"]["latency_ms_p50"]
+    # the throughput ratio comes from the same interleaved rounds, not from a baseline measured at the run's start
+    assert rep["ratios"]["throughput_ratio"] == sbs["final"]["throughput_ips"] / sbs["baseline"]["throughput_ips"]
     assert rep["gate"]["passed"] and rep["gate"]["violations"] == [] and len(rep["final"]["per_class_recall"]) == 43
     assert "faster than the fp32 baseline" in rep["speed_verdict"]  # either "is ... faster" or "is NOT faster"
     for f in ("model.onnx", "baseline.onnx", "report.html", "recipe.yaml"):

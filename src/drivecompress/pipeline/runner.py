@@ -287,7 +287,7 @@ def _finish(out: Path, recipe: Recipe, loaded: LoadedModel, data: Data, baseline
     # The ratios the targets judge come from one interleaved measurement of the two files, not from figures
     # taken minutes apart (measured here: a shared 2-core VM drifts by +-25% between such measurements).
     sbs = side_by_side({"baseline": out / "baseline.onnx", "final": target}, data.input_shape,
-                       runs=recipe.evaluation.latency_runs)
+                       runs=recipe.evaluation.latency_runs, throughput_seconds=recipe.evaluation.throughput_seconds)
     missed = newly_missed(baseline, final, test, data)
     if missed:
         from drivecompress.report.plots import thumbnails
