@@ -132,8 +132,10 @@ def test_a_strided_1x1_conv_with_few_input_channels_is_trained_in_nchw(splits):
     narrow = build_model({"arch": "resnet", "stem": 8, "num_classes": 43, "stages": [
         {"stride": 2, "out": 16, "mids": [16], "projection": True}]})
     assert loop.onednn_1x1_hazard(narrow) == ["blocks.0.shortcut.0"]
+    narrow.to(memory_format=torch.channels_last)  # as an earlier channels-last fit would have left it
     fit(narrow, train, val, cfg, torch.device("cpu"), loss_fn=loss_fn)
     assert seen == [False, False]
+    assert all(p.is_contiguous() for p in narrow.parameters())
     wide = build_model({"arch": "resnet", "stem": 16, "num_classes": 43, "stages": [
         {"stride": 2, "out": 16, "mids": [16], "projection": True}]})
     assert loop.onednn_1x1_hazard(wide) == []

@@ -204,6 +204,8 @@ def fit(
     seed_everything(cfg.seed)
     if cfg.channels_last and device.type == "cpu" and onednn_1x1_hazard(model):
         cfg = dataclasses.replace(cfg, channels_last=False)
+        # weights left channels-last by an earlier fit would make the convolution pick NHWC again
+        model.to(memory_format=torch.contiguous_format)
     world, main = ddp.world_size(), ddp.is_main()
     gen = torch.Generator(device=device).manual_seed(cfg.seed + ddp.rank())  # one augmentation seed per rank
     rng = np.random.default_rng(cfg.seed)  # the same epoch order on every rank; each takes its share
