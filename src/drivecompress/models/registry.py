@@ -58,7 +58,7 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: torch on negative widths
         raise BadInputError(f"model spec for '{arch}' is malformed: {str(exc).splitlines()[0]}") from exc
     unknown = _unknown_keys(spec, model.spec(), "") - {"in_channels"}
-    if unknown:  # a typo ('stemx: 16') would otherwise build the default silently
+    if unknown:  # otherwise a misspelt optional key ('input_nrom') is silently dropped
         raise BadInputError(f"model spec for '{arch}': unknown key(s) {', '.join(sorted(unknown))} "
                             f"(known: {', '.join(sorted(model.spec()))})")
     return model
