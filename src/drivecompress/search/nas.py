@@ -19,6 +19,7 @@ import copy
 import inspect
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -132,25 +133,27 @@ def open_study(storage: str, cfg: SearchConfig, create: bool) -> Any:
     """The study in ``storage`` (an RDB URL), with heartbeats so that a killed worker's trial is retried."""
     import optuna
     import sqlalchemy.exc
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna import storages
 
-    # Optuna 4.9 renamed the callback; the old keyword still works but warns
-    retry_kw = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback"
-                in inspect.signature(RDBStorage).parameters else "failed_trial_callback")
+    # Optuna 4.9 renamed the callback and its keyword; the old names still work but warn
+    new_names = "heartbeat_stale_trial_callback" in inspect.signature(storages.RDBStorage).parameters
+    retry_kw = "heartbeat_stale_trial_callback" if new_names else "failed_trial_callback"
+    retry_cls = getattr(storages, "RetryHeartbeatStaleTrialCallback" if new_names else "RetryFailedTrialCallback")
     for attempt in range(5):
         try:
-            store = RDBStorage(storage, heartbeat_interval=cfg.heartbeat_seconds, grace_period=cfg.grace_seconds,
-                               **{retry_kw: RetryFailedTrialCallback(max_retry=2)})
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; that is not the user's news
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                store = storages.RDBStorage(storage, heartbeat_interval=cfg.heartbeat_seconds,
+                                            grace_period=cfg.grace_seconds, **{retry_kw: retry_cls(max_retry=2)})
             break
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
+        except Exception as exc:  # sqlalchemy raises its own types for a bad URL
             # two workers started together on a new file both create the schema; the loser sees the winner's
             # alembic_version row (IntegrityError) or its write lock: the schema is there on the next attempt
-            racing = isinstance(exc, sqlalchemy.exc.IntegrityError) or "locked" in str(exc)
-            if attempt == 4 or not racing:
+            racing = isinstance(exc, sqlalchemy.exc.IntegrityError) or (
+                isinstance(exc, sqlalchemy.exc.OperationalError) and "locked" in str(exc))
+            if not racing or attempt == 4:
                 raise BadInputError(f"--storage {storage}: cannot open ({str(exc).splitlines()[0][:160]})") from exc
             time.sleep(0.5 * (attempt + 1))
-        except Exception as exc:  # sqlalchemy raises its own types for a bad URL
-            raise BadInputError(f"--storage {storage}: cannot open ({str(exc).splitlines()[0][:160]})") from exc
     sampler = optuna.samplers.NSGAIISampler(seed=cfg.seed, population_size=8 if cfg.quick else 16)
     if not create:
         try:
