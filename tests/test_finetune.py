@@ -29,3 +29,37 @@ def test_finetune_with_distill_follows_the_teacher(data):
         shares[distill] = _share_of_class(student, x, 5)
     assert shares[True] > 0.9 and shares[False] < 0.5, shares
     assert _share_of_class(teacher, x, 5) == 1.0  # the teacher itself is untouched
+
+
+def test_weight_averaged_recovery_keeps_the_zeros_and_refuses_too_many_epochs(data):
+    """``swa_epochs`` on a sparsifying step averages its recovery epochs; the masks hold through the average
+    (an averaged zero is zero), and an average over as many epochs as the recovery has is refused."""
+    import pytest
+    from pydantic import ValidationError
+
+    from drivecompress.prune.unstructured import UnstructuredConfig, conv_sparsity, sparsify
+
+    model = tiny_model("resnet")
+    cfg = UnstructuredConfig(sparsity=0.7, iterations=1, finetune_epochs=0, recovery_epochs=2, swa_epochs=1,
+                             swa_lr=0.01, train_subset=256, batch_size=64, distill=False)
+    notes = sparsify(model, data, cfg, device="cpu")
+    assert conv_sparsity(model) >= 0.7 and notes["conv_sparsity"] >= 0.7
+    with pytest.raises(ValidationError, match="swa_epochs"):
+        UnstructuredConfig(recovery_epochs=2, swa_epochs=2)
+    with pytest.raises(ValidationError, match="swa_epochs"):
+        FinetuneConfig(epochs=1, swa_epochs=1)
+
+
+def test_only_the_final_fine_tune_averages(data, monkeypatch):
+    """Between-step fine-tunes train plainly; the recovery after the last step gets ``swa_epochs``."""
+    import drivecompress.train.finetune as ft
+    from drivecompress.prune.unstructured import UnstructuredConfig, sparsify
+
+    seen = []
+    real_fit = ft.fit
+    monkeypatch.setattr(ft, "fit", lambda m, tr, va, tc, *a, **k: seen.append(tc.swa_epochs) or real_fit(
+        m, tr, va, tc, *a, **k))
+    cfg = UnstructuredConfig(sparsity=0.5, iterations=2, finetune_epochs=1, recovery_epochs=2, swa_epochs=1,
+                             train_subset=128, batch_size=64, distill=False)
+    sparsify(tiny_model("resnet"), data, cfg, device="cpu")
+    assert seen == [0, 1]

@@ -55,7 +55,8 @@ def prune(model: nn.Module, data: Data, cfg: PruneConfig | None = None, *, teach
             rec["val_accuracy_after_finetune"] = evaluate_accuracy(model, data.val, "cpu")
         history.append(rec)
     removed = check_reached(before, prunable_channels(model, ignored), cfg, pruner)
-    finetune(model, data, cfg, cfg.recovery_epochs, teacher=teacher, device=device, seed=seed, label="prune recovery")
+    finetune(model, data, cfg, cfg.recovery_epochs, teacher=teacher, device=device, seed=seed, label="prune recovery",
+             average=True)
     history.append({"recovery": True, "val_accuracy": evaluate_accuracy(model, data.val, "cpu")})
     return {"history": history, "channels_removed": removed, "never_pruned": sorted(ignored), **extra}
 

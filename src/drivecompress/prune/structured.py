@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch_pruning as tp
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from drivecompress.data.dataset import LabeledImages
 from drivecompress.prune.importance import ImportanceName, accumulate_gradients, make_importance
@@ -43,6 +43,11 @@ class PruneConfig(TuningConfig):
     sensitivity_images: int = Field(1000, ge=1)
     min_ratio_reached: float = Field(0.5, gt=0, le=1, description=(
         "refuse when fewer than this share of the asked channel ratio could be removed"))
+
+    @model_validator(mode="after")
+    def _check(self) -> PruneConfig:
+        self.check_swa(self.recovery_epochs, "recovery_epochs")
+        return self
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 import torch.nn.utils.prune as tprune
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from drivecompress.core import Context, State, register_step
 from drivecompress.data.api import Data
@@ -35,6 +35,11 @@ class UnstructuredConfig(TuningConfig):
     iterations: int = Field(3, ge=1)
     finetune_epochs: int = Field(1, ge=0, description="epochs of fine-tuning after each pruning step")
     recovery_epochs: int = Field(2, ge=0, description="fine-tuning after the last step")
+
+    @model_validator(mode="after")
+    def _check(self) -> UnstructuredConfig:
+        self.check_swa(self.recovery_epochs, "recovery_epochs")
+        return self
 
 
 def prunable_weights(model: nn.Module, include_linear: bool = False) -> list[tuple[nn.Module, str]]:
@@ -139,7 +144,8 @@ def sparsify(model: nn.Module, data: Data, cfg: UnstructuredConfig | None = None
     for k, target in enumerate(gradual_schedule(cfg.sparsity, cfg.iterations)):
         apply_sparsity(model, target, cfg)
         epochs = cfg.finetune_epochs if k < cfg.iterations - 1 else cfg.recovery_epochs
-        finetune(model, data, cfg, epochs, teacher=teacher, device=device, seed=seed, label=f"sparsity {target:.2f}")
+        finetune(model, data, cfg, epochs, teacher=teacher, device=device, seed=seed, label=f"sparsity {target:.2f}",
+                 average=k == cfg.iterations - 1)
         history.append({"target": target, "val_accuracy": evaluate_accuracy(model, data.val, "cpu")})
     make_permanent(model)
     return {"history": history, "conv_sparsity": conv_sparsity(model), "layer_sparsity": layer_sparsity(model)}

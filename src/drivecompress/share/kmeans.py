@@ -14,7 +14,7 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 import torch.nn.utils.parametrize as parametrize
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from drivecompress.data.api import Data
 from drivecompress.train.finetune import TuningConfig, finetune
@@ -38,6 +38,12 @@ class ShareConfig(TuningConfig):
     optimizer: Literal["sgd", "adamw"] = "adamw"
     lr: float = Field(1e-4, gt=0, description="a centroid's gradient sums thousands of weights': keep it small")
     archive: bool = Field(True, description="write the .dcz archive and continue from the model decoded from it")
+
+    @model_validator(mode="after")
+    def _check(self) -> ShareConfig:
+        if self.swa_epochs:
+            raise ValueError("swa_epochs is not supported by share (its fine-tune trains the centroids only)")
+        return self
 
 
 def shared_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -8,7 +8,7 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from drivecompress.core import Context, State, StepConfig, register_step
 from drivecompress.data.api import Data
@@ -26,17 +26,29 @@ class TuningConfig(DistillConfig, StepConfig):
     batch_size: int = Field(128, ge=1)
     train_subset: int | None = Field(None, ge=1, description="train on a seeded subset (quick runs)")
     distill: bool = Field(True, description="recover with soft targets from the unmodified input model")
+    swa_epochs: int = Field(0, ge=0, description="average the weights of the last N epochs of the final "
+                            "fine-tune (recovery), as the shipped baseline was made; masks and zeros are kept")
+    swa_lr: float | None = Field(None, gt=0, description="constant lr of the averaged epochs (default: lr / 2)")
+
+    def check_swa(self, epochs: int, what: str) -> None:
+        """Refuse an average over more epochs than the fine-tune it applies to has."""
+        if self.swa_epochs and self.swa_epochs >= epochs:
+            raise ValueError(f"swa_epochs ({self.swa_epochs}) must be fewer than {what} ({epochs})")
 
 
 def finetune(model: nn.Module, data: Data, cfg: TuningConfig, epochs: int, *, teacher: nn.Module | None = None,
-             device: torch.device | str | None = None, seed: int = 0, label: str = "finetune") -> TrainResult | None:
-    """Fine-tune ``model`` in place for ``epochs``; returns the training result (None for 0 epochs)."""
+             device: torch.device | str | None = None, seed: int = 0, label: str = "finetune",
+             average: bool = False) -> TrainResult | None:
+    """Fine-tune ``model`` in place for ``epochs``; returns the training result (None for 0 epochs).
+    ``average``: this is the final fine-tune, so ``cfg.swa_epochs`` applies (weight averaging)."""
     if epochs <= 0:
         return None
     dev = select_device(device) if not isinstance(device, torch.device) else device
+    swa = cfg.swa_epochs if average else 0
     tc = TrainConfig(epochs=epochs, lr=cfg.lr, optimizer=cfg.optimizer, batch_size=cfg.batch_size,
                      schedule="cosine", warmup_frac=0.0, seed=seed,
-                     label_smoothing=0.0 if cfg.distill else 0.1)
+                     label_smoothing=0.0 if cfg.distill else 0.1,
+                     swa_epochs=swa, swa_lr=cfg.swa_lr or cfg.lr / 2)
     train = data.train.head(cfg.train_subset, seed=seed)
     if cfg.distill:
         if teacher is None:
@@ -59,8 +71,14 @@ class FinetuneConfig(TuningConfig):
     epochs: int = Field(2, ge=1)
     distill: bool = False
 
+    @model_validator(mode="after")
+    def _check(self) -> FinetuneConfig:
+        self.check_swa(self.epochs, "epochs")
+        return self
+
 
 @register_step("finetune", FinetuneConfig)
 def _finetune_step(state: State, cfg: FinetuneConfig, ctx: Context) -> State:
-    finetune(state.module, ctx.data, cfg, cfg.epochs, teacher=ctx.teacher, device=ctx.device, seed=ctx.seed)
+    finetune(state.module, ctx.data, cfg, cfg.epochs, teacher=ctx.teacher, device=ctx.device, seed=ctx.seed,
+             average=True)
     return State(module=state.module)
