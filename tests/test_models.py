@@ -112,3 +112,23 @@ def test_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "d")
     with pytest.raises(BadInputError, match="not a checkpoint folder"):
         load_checkpoint(tmp_path / "missing")
+
+
+def test_mobilenet_blocks_take_a_depthwise_kernel_size():
+    """The search's kernel-size choice: a 5x5 depthwise block builds, round-trips through its spec, and an
+    even kernel is refused as a malformed spec."""
+    import pytest
+    import torch
+
+    from drivecompress.errors import BadInputError
+
+    spec = {"arch": "mobilenetv2", "stem": 16, "head": 64, "num_classes": 5,
+            "blocks": [{"hidden": 32, "out": 16, "stride": 2, "expand": True, "kernel": 5},
+                       {"hidden": 48, "out": 32, "stride": 2, "expand": True}]}
+    m = build_model(spec)
+    assert m.blocks[0].dw[0].kernel_size == (5, 5) and m.blocks[1].dw[0].kernel_size == (3, 3)
+    again = build_model(m.spec())
+    assert [b["kernel"] for b in again.spec()["blocks"]] == [5, 3]
+    assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
+    with pytest.raises(BadInputError, match="kernel"):
+        build_model({**spec, "blocks": [{**spec["blocks"][0], "kernel": 4}]})
