@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -89,3 +90,51 @@ def test_a_killed_workers_trial_is_retried_by_the_next_worker(tmp_path):
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert retried and retried[0].state == TrialState.COMPLETE
     assert retried[0].params == failed.params == killed.params  # the same architecture, trained again
+
+
+def test_finalists_are_trained_quantized_gated_and_resumed(mini_data, tmp_path, monkeypatch):
+    """The finalize phase runs each finalist's written recipe through the compress runner (distill + QAT, the
+    gate); a second call on the finished study trains nothing again and reads the finalists back."""
+    import yaml
+
+    import drivecompress.pipeline.runner as runner
+    from drivecompress.pipeline.recipe import parse_recipe
+    from drivecompress.search.nas import SearchConfig, search
+
+    from .conftest import tiny_model
+
+    teacher = tiny_model("resnet")
+    cfg = SearchConfig.quick_config(trials=3, finalists=2, final_test_subset=200)
+    doc = search(teacher, mini_data, tmp_path / "s", cfg)
+    rows = doc["finalists"]
+    assert 1 <= len(rows) <= 2 and len(rows) == min(2, len(doc["pareto"]))
+    assert [r["trial"] for r in rows] == [r["trial"] for r in sorted(doc["pareto"], key=lambda r: -r["proxy_accuracy"])
+                                          ][:len(rows)]
+    for r in rows:
+        recipe = yaml.safe_load(Path(r["recipe"]).read_text())
+        assert [s["type"] for s in parse_recipe(recipe).resolved()["steps"]] == ["distill", "qat"]
+        rep = json.loads((tmp_path / "s" / "finalists" / f"{r['trial']:04d}" / "run" / "report.json").read_text())
+        assert r["accuracy"] == rep["final"]["accuracy"] and r["gate_passed"] == rep["gate"]["passed"]
+        assert r["speedup"] > 0 and r["train_seconds"]["distill"] > 0
+    assert doc["spearman_proxy_vs_full"] is None  # fewer than three finalists: no correlation claimed
+    assert set(doc["phases"]) == {"search_s", "remeasure_s", "finalists_s"}
+    assert (tmp_path / "s" / "recipe.yaml").exists() == (doc["chosen"] is not None)
+    assert "Finalists" in (tmp_path / "s" / "report.html").read_text()
+
+    monkeypatch.setattr(runner, "run_recipe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    again = search(teacher, mini_data, tmp_path / "s", cfg, resume=True)
+    assert [(r["trial"], r["accuracy"]) for r in again["finalists"]] == [(r["trial"], r["accuracy"]) for r in rows]
+
+
+def test_spearman_rank_correlation():
+    from drivecompress.search.finalize import pick_finalists, spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert abs(spearman([1, 2, 3, 4], [4, 3, 2, 1]) + 1.0) < 1e-12
+    assert abs(spearman([1, 2, 2, 3], [1, 2, 3, 4]) - 0.9486832980505138) < 1e-9  # scipy.stats.spearmanr
+    assert spearman([1, 2], [2, 1]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
+    front = [{"trial": 0, "proxy_accuracy": 0.5, "speedup_vs_teacher_fp32": 12.0},
+             {"trial": 1, "proxy_accuracy": 0.7, "speedup_vs_teacher_fp32": 4.0},
+             {"trial": 2, "proxy_accuracy": 0.6, "speedup_vs_teacher_fp32": None}]
+    assert [r["trial"] for r in pick_finalists(front, 2, None)] == [1, 2]
+    assert [r["trial"] for r in pick_finalists(front, 2, 10.0)] == [0]

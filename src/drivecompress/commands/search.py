@@ -22,6 +22,13 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-minutes", type=float, help="stop this worker after M minutes")
     p.add_argument("--storage", help="Optuna RDB URL shared by the workers (default sqlite:///DIR/study.db)")
     p.add_argument("--resume", action="store_true", help="join/continue the existing study (it must exist)")
+    p.add_argument("--finalists", type=int, default=0, metavar="K",
+                   help="then train the K Pareto candidates with the best proxy accuracy fully (distillation + QAT), "
+                        "measure and gate them like compress (DIR/finalists/NNNN/run); the fastest passed one's "
+                        "recipe is written to DIR/recipe.yaml. With --resume on a finished study: this phase only")
+    p.add_argument("--min-speedup", type=float, metavar="X",
+                   help="finalists only among candidates at least X times faster (int8) than the teacher's fp32")
+    p.add_argument("--final-epochs", type=int, metavar="N", help="distillation epochs of a finalist (default 30)")
     p.add_argument("--quick", action="store_true", help="tiny space, tiny proxy: seconds per trial (tests)")
 
 
@@ -41,9 +48,22 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
         raise BadInputError(f"--teacher {a.teacher}: must be a checkpoint folder (distillation needs the module)")
     data = as_data(a.data)
     teacher.check_against(data)
-    kw = {k: v for k, v in (("trials", a.trials), ("budget_minutes", a.budget_minutes)) if v is not None}
+    if a.finalists < 0 or (a.min_speedup is not None and a.min_speedup <= 0):
+        raise BadInputError("--finalists must be >= 0 and --min-speedup > 0")
+    if a.final_epochs is not None and a.final_epochs < 2:
+        raise BadInputError("--final-epochs must be >= 2")
+    kw = {k: v for k, v in (("trials", a.trials), ("budget_minutes", a.budget_minutes), ("finalists", a.finalists),
+                            ("min_speedup", a.min_speedup), ("final_epochs", a.final_epochs)) if v is not None}
+    if a.final_epochs is not None:
+        kw["final_swa_epochs"] = min(8, a.final_epochs // 4)
     cfg = SearchConfig.quick_config(**kw) if a.quick else SearchConfig(**kw)
     doc = search(teacher.module, data, a.out, cfg, storage=a.storage, resume=a.resume, device=select_device(a.device))
     best = max(doc["pareto"], key=lambda r: r["proxy_accuracy"]) if doc["pareto"] else {}
-    return {"report": str(a.out / "report.html"), "trials": doc["trials"], "pareto_size": len(doc["pareto"]),
-            "most_accurate": {k: best.get(k) for k in ("trial", "proxy_accuracy", "int8_latency_ms", "int8_bytes")}}
+    res = {"report": str(a.out / "report.html"), "trials": doc["trials"], "pareto_size": len(doc["pareto"]),
+           "phases_s": doc.get("phases"),
+           "most_accurate": {k: best.get(k) for k in ("trial", "proxy_accuracy", "int8_latency_ms", "int8_bytes")}}
+    if "finalists" in doc:
+        res["finalists"] = [{k: r[k] for k in ("trial", "accuracy", "speedup", "size_reduction", "gate_passed")}
+                            for r in doc["finalists"]]
+        res["spearman_proxy_vs_full"], res["chosen"] = doc["spearman_proxy_vs_full"], doc["chosen"]
+    return res

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from drivecompress.data.api import Data
 from drivecompress.data.transforms import deploy_input
@@ -60,30 +61,74 @@ class SearchConfig(BaseModel):
     grace_seconds: int = Field(90, ge=2)
     seed: int = 0
     quick: bool = False
+    # the finalize phase (search/finalize.py): the best candidates trained fully, quantized and gated
+    finalists: int = Field(0, ge=0, description="Pareto candidates (best proxy accuracy first) trained fully, "
+                           "quantized (QAT) and gated like compress; 0: none")
+    min_speedup: float | None = Field(None, gt=0, description="finalists only among front members at least "
+                                      "this much faster (int8) than the teacher's fp32, re-measured serially")
+    final_epochs: int = Field(30, ge=1, description="distillation epochs of a finalist")
+    final_swa_epochs: int = Field(8, ge=0, description="of which the last N are weight-averaged")
+    final_qat_epochs: int = Field(2, ge=1)
+    final_train_subset: int | None = Field(None, ge=1)
+    final_test_subset: int | None = Field(None, ge=1)
+    max_accuracy_drop: float = Field(0.5, gt=0, description="the finalists' gate budget, points")
+    max_safety_recall_drop: float = Field(1.0, gt=0, description="per safety-critical class, points")
+    target_speedup: float = Field(10.0, gt=0, description="reported against, like a recipe's target")
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchConfig:
+        if self.final_swa_epochs >= self.final_epochs:
+            raise ValueError(f"final_swa_epochs ({self.final_swa_epochs}) must be fewer than final_epochs "
+                             f"({self.final_epochs})")
+        return self
 
     @classmethod
     def quick_config(cls, **kw: Any) -> SearchConfig:
         return cls(**{"proxy_images": 256, "proxy_epochs": 1, "val_images": 128, "calibration_images": 16,
                       "latency_runs": 20, "min_first_epoch_accuracy": 0.0, "heartbeat_seconds": 1,
-                      "grace_seconds": 4, "quick": True, **kw})
+                      "grace_seconds": 4, "quick": True, "final_epochs": 1, "final_swa_epochs": 0,
+                      "final_qat_epochs": 1, "final_train_subset": 256, "final_test_subset": 300, **kw})
 
 
 def sample_spec(trial: Any, num_classes: int, input_norm: dict[str, Any] | None, quick: bool) -> dict[str, Any]:
-    """A ResNet-family network from the trial's choices (widths in multiples of 16)."""
+    """A network from the trial's choices: the family (ResNet basic blocks or MobileNetV2 inverted residuals),
+    the stem, where the resolution first drops, per-stage widths in multiples of 16 and depths; for the
+    MobileNet family also the expansion ratio and depthwise kernel size (3 or 5) of each stage."""
     widths = ([16, 32], [16, 32], [32, 48]) if quick else ([16, 32, 48], [32, 48, 64, 96], [48, 64, 96, 128])
+    family = trial.suggest_categorical("family", ["resnet", "mobilenetv2"])
     stem = trial.suggest_categorical("stem", [16] if quick else [16, 32])
     first_stride = trial.suggest_categorical("first_stride", [1, 2])
-    stages, cin = [], stem
-    for i, choices in enumerate(widths):
-        w = trial.suggest_categorical(f"width{i}", choices)
-        depth = trial.suggest_int(f"depth{i}", 1, 1 if quick else 2)
-        stride = first_stride if i == 0 else 2
-        stages.append({"stride": stride, "out": w, "mids": [w] * depth, "projection": stride != 1 or cin != w})
-        cin = w
-    spec = {"arch": "resnet", "stem": stem, "stages": stages, "num_classes": num_classes}
+    if family == "mobilenetv2":  # own parameter names: their ranges differ from the ResNet's
+        spec = _mobilenet_spec(trial, stem, first_stride, widths, quick)
+    else:
+        stages, cin = [], stem
+        for i, choices in enumerate(widths):
+            w = trial.suggest_categorical(f"width{i}", choices)
+            depth = trial.suggest_int(f"depth{i}", 1, 1 if quick else 2)
+            stride = first_stride if i == 0 else 2
+            stages.append({"stride": stride, "out": w, "mids": [w] * depth, "projection": stride != 1 or cin != w})
+            cin = w
+        spec = {"arch": "resnet", "stem": stem, "stages": stages}
+    spec["num_classes"] = num_classes
     if input_norm:
         spec["input_norm"] = input_norm
     return spec
+
+
+def _mobilenet_spec(trial: Any, stem: int, first_stride: int, widths: tuple[list[int], ...],
+                    quick: bool) -> dict[str, Any]:
+    blocks, cin = [], stem
+    for i, choices in enumerate(widths):
+        w = trial.suggest_categorical(f"mb_width{i}", choices)
+        depth = trial.suggest_int(f"mb_depth{i}", 1, 1 if quick else 3)
+        expand = trial.suggest_categorical(f"mb_expand{i}", [2] if quick else [2, 4, 6])
+        kernel = trial.suggest_categorical(f"mb_kernel{i}", [3, 5])
+        for j in range(depth):
+            stride = (first_stride if i == 0 else 2) if j == 0 else 1
+            blocks.append({"hidden": cin * expand, "out": w, "stride": stride, "expand": True, "kernel": kernel})
+            cin = w
+    head = trial.suggest_categorical("mb_head", [64] if quick else [128, 256])
+    return {"arch": "mobilenetv2", "stem": stem, "blocks": blocks, "head": head}
 
 
 class _Objective:
@@ -167,7 +212,9 @@ def open_study(storage: str, cfg: SearchConfig, create: bool) -> Any:
 def search(teacher: nn.Module, data: Data, out: str | Path, cfg: SearchConfig | None = None, *,
            storage: str | None = None, resume: bool = False, device: torch.device | None = None) -> dict[str, Any]:
     """Run (or join) the architecture search; returns the Pareto front re-measured serially, written to
-    ``out/pareto.json`` and ``out/report.html``."""
+    ``out/pareto.json`` and ``out/report.html``. With ``cfg.finalists`` the best candidates are then trained
+    fully, quantized and gated (``search/finalize.py``); a study that already has ``cfg.trials`` finished
+    trials goes straight to that phase (``--resume --finalists K`` after the workers are done)."""
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
@@ -178,16 +225,28 @@ def search(teacher: nn.Module, data: Data, out: str | Path, cfg: SearchConfig | 
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     study = open_study(storage, cfg, create=not resume)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dev = device or torch.device("cpu")
     t0 = time.perf_counter()
-    study.optimize(_Objective(teacher.cpu().eval(), data, out, cfg, device or torch.device("cpu")),
-                   n_trials=cfg.trials, timeout=cfg.budget_minutes * 60 if cfg.budget_minutes else None,
-                   callbacks=[MaxTrialsCallback(cfg.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))],
-                   catch=(RuntimeError,))
-    return summarize(study, out, data, cfg, time.perf_counter() - t0, teacher=teacher)
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    if len(study.get_trials(deepcopy=False, states=finished)) < cfg.trials:
+        study.optimize(_Objective(teacher.cpu().eval(), data, out, cfg, dev),
+                       n_trials=cfg.trials, timeout=cfg.budget_minutes * 60 if cfg.budget_minutes else None,
+                       callbacks=[MaxTrialsCallback(cfg.trials, states=finished)], catch=(RuntimeError,))
+    phases = {"search_s": round(time.perf_counter() - t0, 1)}
+    doc = summarize(study, out, data, cfg, phases["search_s"], teacher=teacher, phases=phases)
+    if cfg.finalists:
+        from drivecompress.search.finalize import finalize
+
+        t1 = time.perf_counter()
+        doc.update(finalize(teacher.cpu().eval(), data, out, doc["pareto"], cfg, dev))
+        phases["finalists_s"] = round(time.perf_counter() - t1, 1)
+        atomic_write_json(out / "pareto.json", doc)
+        _write_html(doc, study, out / "report.html")
+    return doc
 
 
 def summarize(study: Any, out: Path, data: Data, cfg: SearchConfig, seconds: float,
-              teacher: nn.Module | None = None) -> dict[str, Any]:
+              teacher: nn.Module | None = None, phases: dict[str, float] | None = None) -> dict[str, Any]:
     """The Pareto front, its int8 latencies re-measured serially in interleaved rounds (with the teacher's fp32
     ONNX in the same rounds, so each speed-up is a ratio measured side by side), as JSON and HTML."""
     from optuna.trial import TrialState
@@ -197,7 +256,10 @@ def summarize(study: Any, out: Path, data: Data, cfg: SearchConfig, seconds: flo
     paths = {k: p for k, p in paths.items() if p.exists()}
     if paths and teacher is not None:
         paths["teacher"] = export_onnx(teacher, out / "teacher_fp32.onnx", deploy_input(data.val.x[:32])).path
+    t0 = time.perf_counter()
     again = side_by_side(paths, data.input_shape, runs=cfg.latency_runs) if paths else {}
+    phases = phases if phases is not None else {}
+    phases["remeasure_s"] = round(time.perf_counter() - t0, 1)
     ref = again.get("teacher", {}).get("latency_ms_p50")
 
     def speedup(t: Any) -> float | None:
@@ -211,10 +273,22 @@ def summarize(study: Any, out: Path, data: Data, cfg: SearchConfig, seconds: flo
              "retried_from": t.system_attrs.get("failed_trial")} for t in front]
     states = [t.state for t in study.trials]
     doc = {"trials": {s.name.lower(): states.count(s) for s in TrialState if states.count(s)},
-           "worker_seconds": round(seconds, 1), "teacher_fp32_latency_ms": ref, "pareto": rows}
+           "worker_seconds": round(seconds, 1), "phases": phases, "teacher_fp32_latency_ms": ref,
+           "latency_trial_vs_serial": _latency_error(rows), "pareto": rows}
     atomic_write_json(out / "pareto.json", doc)
     _write_html(doc, study, out / "report.html")
     return doc
+
+
+def _latency_error(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How far the latency a trial measured (possibly while other workers trained) is from the serial
+    re-measurement: the search ranks by the former, so its error is the latency model's error."""
+    pairs = [(r["int8_latency_ms"], r["int8_latency_ms_serial"]) for r in rows if r["int8_latency_ms_serial"]]
+    if not pairs:
+        return None
+    rel = [abs(a - b) / b for a, b in pairs]
+    return {"n": len(pairs), "median_abs_error_pct": round(100 * statistics.median(rel), 1),
+            "max_abs_error_pct": round(100 * max(rel), 1)}
 
 
 def _write_html(doc: dict[str, Any], study: Any, path: Path) -> None:
@@ -251,10 +325,33 @@ def _write_html(doc: dict[str, Any], study: Any, path: Path) -> None:
         f"<tr><td>{r['trial']}</td><td>{100 * r['proxy_accuracy']:.2f}%</td><td>{r['int8_latency_ms']:.3f}</td>"
         f"<td>{serial(r)}</td><td>{r['int8_bytes']:,}</td><td>{r['macs'] or 0:,}</td>"
         f"<td><code>{json.dumps(r['spec'])}</code></td></tr>" for r in front)
+    err = doc.get("latency_trial_vs_serial")
+    err_html = (f"<p>Latency used by the search (measured in each trial) vs re-measured serially: median error "
+                f"{err['median_abs_error_pct']}%, max {err['max_abs_error_pct']}% over {err['n']} front members "
+                "(no lookup table: every candidate itself is measured).</p>" if err else "")
     path.write_text(
         "<!doctype html><meta charset=utf-8><title>drivecompress search</title><h1>Architecture search</h1>"
-        f"<p>Trials: {doc['trials']}; this worker ran {doc['worker_seconds']} s.</p>"
+        f"<p>Trials: {doc['trials']}; this worker ran {doc['worker_seconds']} s. Phases (s): "
+        f"{json.dumps(doc.get('phases', {}))}.</p>{err_html}{_finalists_html(doc)}"
         f"<img src='data:image/png;base64,{img}'><table border=1 cellpadding=3><tr><th>trial</th><th>proxy acc</th>"
         "<th>int8 ms (trial)</th><th>int8 ms re-measured serially (speed-up vs the teacher's fp32, same rounds)</th>"
         "<th>int8 bytes</th><th>MACs</th>"
         f"<th>network</th></tr>{rows}</table>", encoding="utf-8")
+
+
+def _finalists_html(doc: dict[str, Any]) -> str:
+    rows = doc.get("finalists")
+    if not rows:
+        return ""
+    rho = doc.get("spearman_proxy_vs_full")
+    body = "".join(
+        f"<tr><td>{r['trial']}</td><td>{100 * r['proxy_accuracy']:.2f}%</td>"
+        f"<td>{100 * (r['accuracy'] or 0):.2f}% ({r['accuracy_delta_points'] or 0:+.2f})</td>"
+        f"<td>{r['speedup'] or 0:.2f}x</td><td>{r['size_reduction'] or 0:.2f}x</td>"
+        f"<td>{'passed' if r['gate_passed'] else 'refused (' + str(len(r['violations'])) + ')'}</td>"
+        f"<td>{r['seconds']}</td><td><a href='{Path(r['run']).name}'>{r['recipe']}</a></td></tr>" for r in rows)
+    return ("<h2>Finalists: trained fully, int8 (QAT), gated</h2><p>Spearman rank correlation of proxy accuracy "
+            f"and full-training accuracy: {'n/a (fewer than 3 finalists)' if rho is None else f'{rho:.2f}'}; "
+            f"chosen: {doc.get('chosen')}.</p><table border=1 cellpadding=3><tr><th>trial</th><th>proxy</th>"
+            "<th>full accuracy (vs teacher)</th><th>int8 speed-up</th><th>smaller</th><th>gate</th><th>s</th>"
+            f"<th>recipe</th></tr>{body}</table>")
