@@ -46,6 +46,39 @@ def test_bench_json_records_machine(tmp_path, capsys):
     assert "cpu_flags" in doc["machine"] and doc["torch_latency_ms_p50"] > 0
 
 
+def test_threads_limits_torch_and_onnx_runtime(tmp_path, capsys, monkeypatch):
+    """--threads N: PyTorch trains on N threads and ONNX Runtime sessions default to N (batch-1 latency
+    stays 1 thread); the process-wide limit is put back afterwards so other tests see every core."""
+    import torch
+
+    from drivecompress.evaluate.predictor import OnnxPredictor
+    from drivecompress.utils import device
+
+    seen = []
+    real = OnnxPredictor.__init__
+
+    def spy(self, path, threads=None, name=None):
+        real(self, path, threads, name)
+        seen.append(self.session.get_session_options().intra_op_num_threads)
+
+    monkeypatch.setattr(OnnxPredictor, "__init__", spy)
+    from drivecompress.export.onnx import export_onnx
+
+    before = torch.get_num_threads()
+    onnx = export_onnx(tiny_model("resnet"), tmp_path / "m.onnx", torch.zeros(2, 3, 32, 32)).path
+    try:
+        assert main(["eval", str(onnx), "--subset", "64", "--threads", "1", "--json"]) == 0
+        assert torch.get_num_threads() == 1 and device.available_threads() == 1
+    finally:
+        device.limit_threads(None)
+        torch.set_num_threads(before)
+    assert json.loads(capsys.readouterr().out)["images"] == 64
+    assert seen and set(seen) == {1}
+    seen.clear()
+    assert main(["eval", str(onnx), "--subset", "64", "--json"]) == 0
+    assert seen and set(seen) == {0}  # no limit: ONNX Runtime's own default (every core)
+
+
 def test_train_cli_quick_run_and_no_overwrite(tmp_path, capsys):
     out = tmp_path / "ck"
     args = ["train", "--out", str(out), "--arch", "vgg", "--width", "0.25", "--epochs", "1", "--subset", "256",
@@ -71,6 +104,7 @@ def test_train_cli_quick_run_and_no_overwrite(tmp_path, capsys):
         (["train", "--out", "/tmp/x", "--class-balance", "2"], "--class-balance"),
         (["train", "--out", "/tmp/x", "--scale-min", "0"], "--scale-min"),
         (["bench", "baseline", "--runs", "0"], "--runs"),
+        (["eval", "baseline", "--threads", "0"], "--threads"),
         (["eval", "baseline", "--device", "cuda:7", "--subset", "50"], None),
     ],
 )

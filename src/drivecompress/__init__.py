@@ -32,6 +32,7 @@ from drivecompress.share.dcz import read_dcz, write_dcz
 from drivecompress.share.kmeans import ShareConfig, share
 from drivecompress.share.step import _share_step  # noqa: F401  (registers the "share" step)
 from drivecompress.train.finetune import FinetuneConfig, finetune
+from drivecompress.utils.device import limit_threads
 
 __version__ = "0.2.0"
 
@@ -59,6 +60,7 @@ __all__ = [
     "distill",
     "export_onnx",
     "finetune",
+    "limit_threads",
     "load_model",
     "load_recipe",
     "prepare_qat",

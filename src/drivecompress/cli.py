@@ -18,6 +18,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="GTSRB npz (default: $DRIVECOMPRESS_DATA, ../shared/datasets/gtsrb32.npz, data/)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, or cuda[:N]")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for training and accuracy/throughput runs (default: all cores); give two "
+                        "jobs sharing a machine half each. Batch-1 latency is always measured on 1 thread")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +99,12 @@ def _run(args: argparse.Namespace) -> int:
     from drivecompress.train import distributed as ddp
 
     try:
+        if getattr(args, "threads", None) is not None:
+            from drivecompress.utils.device import limit_threads
+
+            if args.threads < 1:
+                raise BadInputError(f"--threads must be >= 1, got {args.threads}")
+            limit_threads(args.threads)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from drivecompress.utils.device import select_device
 

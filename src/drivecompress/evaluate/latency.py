@@ -6,7 +6,6 @@ models measured in the same run; PyTorch modules run with ``torch.set_num_thread
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from drivecompress.evaluate.predictor import OnnxPredictor, TorchPredictor
+from drivecompress.utils.device import available_threads
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def measure_speed(model: nn.Module | str | Path, cfg: SpeedConfig | None = None,
 
     ``input_shape`` (C, H, W) is read from an ONNX file when it fixes it; a module needs it given."""
     cfg = cfg or SpeedConfig()
-    all_threads = cfg.threads_throughput or os.cpu_count() or 1
+    all_threads = cfg.threads_throughput or available_threads()
     rng = np.random.default_rng(0)
     if input_shape is None and not isinstance(model, nn.Module):
         input_shape = OnnxPredictor(model).input_shape
@@ -112,7 +112,7 @@ def side_by_side(paths: dict[str, Path], input_shape: tuple[int, ...], runs: int
     many = {}
     if throughput_seconds > 0:
         xb = np.random.default_rng(0).random((throughput_batch, *input_shape), dtype=np.float32)
-        many = {k: OnnxPredictor(p, threads=os.cpu_count() or 1) for k, p in paths.items()}
+        many = {k: OnnxPredictor(p, threads=available_threads()) for k, p in paths.items()}
     images = dict.fromkeys(paths, 0.0)
     seconds = dict.fromkeys(paths, 0.0)
     per_round = max(1, runs // rounds)

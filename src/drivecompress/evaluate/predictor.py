@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from drivecompress.data.transforms import deploy_input
 from drivecompress.errors import BadInputError
+from drivecompress.utils.device import thread_limit
 
 
 class Predictor(Protocol):
@@ -49,6 +50,7 @@ class OnnxPredictor:
         if not path.is_file():
             raise BadInputError(f"{path}: ONNX model file not found")
         opts = ort.SessionOptions()
+        threads = threads or thread_limit()
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1

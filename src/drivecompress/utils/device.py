@@ -25,6 +25,31 @@ def select_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+_THREADS: int | None = None
+
+
+def limit_threads(n: int | None) -> None:
+    """Use at most ``n`` CPU threads for training (PyTorch) and for accuracy and throughput runs (ONNX
+    Runtime), so that two jobs can share a machine deliberately: two trainings of 2 threads each on these
+    2 cores ran several times slower than one after the other. Batch-1 latency is always 1 thread."""
+    global _THREADS
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"threads must be >= 1, got {n}")
+        torch.set_num_threads(n)
+    _THREADS = n
+
+
+def thread_limit() -> int | None:
+    """The ``limit_threads`` limit, or None (every core)."""
+    return _THREADS
+
+
+def available_threads() -> int:
+    """The threads a job may use: the ``limit_threads`` limit, else every core."""
+    return _THREADS or os.cpu_count() or 1
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and PyTorch so a training run is repeatable on the same machine."""
     random.seed(seed)
