@@ -25,7 +25,8 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finalists", type=int, default=0, metavar="K",
                    help="then train the K Pareto candidates with the best proxy accuracy fully (distillation + QAT), "
                         "measure and gate them like compress (DIR/finalists/NNNN/run); the fastest passed one's "
-                        "recipe is written to DIR/recipe.yaml. With --resume and --trials at most the study's finished trials: this phase only")
+                        "recipe is written to DIR/recipe.yaml. With --resume and --trials at most the study's finished "
+                        "trials: this phase only")
     p.add_argument("--min-speedup", type=float, metavar="X",
                    help="finalists only among candidates at least X times faster (int8) than the teacher's fp32")
     p.add_argument("--final-epochs", type=int, metavar="N", help="distillation epochs of a finalist (default 30)")
