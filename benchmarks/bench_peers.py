@@ -128,6 +128,9 @@ def main() -> int:
     ap.add_argument("--finetune-subset", type=int, default=12000, help="training images per fine-tuning epoch")
     ap.add_argument("--also", action="append", default=[], metavar="NAME=RUN",
                     help="add the final model of a drivecompress run folder (repeatable)")
+    ap.add_argument("--only-also", action="store_true",
+                    help="skip the peers: the fp32 baseline and the --also run folders only, side by side (e.g. the "
+                         "search's finalists against the existing recipes' models)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_peers"))
     a = ap.parse_args()
     for spec in a.also:
@@ -147,6 +150,10 @@ def main() -> int:
         "drivecompress ptq (recipes/default.yaml)": lambda p: (
             dc.quantize(fp32, data, p, dc.PTQConfig(calibration_images=a.calib)), p)[1],
     }
+    if a.only_also:
+        if not a.also or a.accuracy_control or a.torch_pruning:
+            ap.error("--only-also needs --also and excludes --accuracy-control and --torch-pruning")
+        makers.clear()
     if a.accuracy_control:
         v = data.val.head(2000, seed=0)
         makers["NNCF accuracy control (0.5 pt)"] = lambda p: nncf_accuracy_control(fp32, p, calib,
