@@ -90,14 +90,13 @@ def finalize(teacher: nn.Module, data: Data, out: Path, front: list[dict[str, An
     for cand in pick_finalists(front, cfg.finalists, cfg.min_speedup):
         folder = out / "finalists" / f"{cand['trial']:04d}"
         folder.mkdir(parents=True, exist_ok=True)
-        doc = candidate_recipe(cand, cfg)
-        recipe_path = folder / "recipe.yaml"
-        atomic_write_text(recipe_path, yaml.safe_dump(doc, sort_keys=False))
-        run_dir = folder / "run"
+        recipe_path, run_dir = folder / "recipe.yaml", folder / "run"
         t0 = time.perf_counter()
-        if (run_dir / "report.json").exists():
+        if (run_dir / "report.json").exists():  # run before: its recipe stays the one it ran
             rep = json.loads((run_dir / "report.json").read_text())
         else:
+            doc = candidate_recipe(cand, cfg)
+            atomic_write_text(recipe_path, yaml.safe_dump(doc, sort_keys=False))
             try:
                 rep = run_recipe(as_model(teacher), parse_recipe(doc, str(recipe_path)), data, run_dir,
                                  resume=run_dir.exists(), device=device)
