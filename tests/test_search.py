@@ -119,7 +119,11 @@ def test_finalists_are_trained_quantized_gated_and_resumed(mini_data, tmp_path, 
     assert doc["spearman_proxy_vs_full"] is None  # fewer than three finalists: no correlation claimed
     assert set(doc["phases"]) == {"search_s", "remeasure_s", "finalists_s"}
     assert (tmp_path / "s" / "recipe.yaml").exists() == (doc["chosen"] is not None)
-    assert "Finalists" in (tmp_path / "s" / "report.html").read_text()
+    html = (tmp_path / "s" / "report.html").read_text()
+    assert "Finalists" in html
+    for r in rows:  # the report links each finalist's own run report, relative to the search folder
+        link = f"finalists/{r['trial']:04d}/run/report.html"
+        assert link in html and (tmp_path / "s" / link).is_file()
 
     monkeypatch.setattr(runner, "run_recipe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     again = search(teacher, mini_data, tmp_path / "s", cfg, resume=True)

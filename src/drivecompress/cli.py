@@ -102,9 +102,10 @@ def _run(args: argparse.Namespace) -> int:
         if getattr(args, "threads", None) is not None:
             from drivecompress.utils.device import limit_threads
 
-            if args.threads < 1:
-                raise BadInputError(f"--threads must be >= 1, got {args.threads}")
-            limit_threads(args.threads)
+            try:
+                limit_threads(args.threads)
+            except ValueError as exc:
+                raise BadInputError(f"--{exc}") from None
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from drivecompress.utils.device import select_device
 

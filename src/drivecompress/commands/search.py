@@ -55,9 +55,6 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
         raise BadInputError("--final-epochs must be >= 2")
     kw = {k: v for k, v in (("trials", a.trials), ("budget_minutes", a.budget_minutes), ("finalists", a.finalists),
                             ("min_speedup", a.min_speedup), ("final_epochs", a.final_epochs)) if v is not None}
-    if a.final_epochs is not None:
-        # average the last quarter (at most 8, as the shipped student); fewer than 2 epochs average nothing
-        kw["final_swa_epochs"] = min(8, a.final_epochs // 4) if a.final_epochs >= 8 else 0
     cfg = SearchConfig.quick_config(**kw) if a.quick else SearchConfig(**kw)
     doc = search(teacher.module, data, a.out, cfg, storage=a.storage, resume=a.resume, device=select_device(a.device))
     best = max(doc["pareto"], key=lambda r: r["proxy_accuracy"]) if doc["pareto"] else {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,8 +24,11 @@ from drivecompress.data.api import Data
 from drivecompress.errors import GateRefusedError
 from drivecompress.utils.io import atomic_write_text
 
+if TYPE_CHECKING:
+    from drivecompress.search.nas import SearchConfig
 
-def candidate_recipe(row: dict[str, Any], cfg: Any) -> dict[str, Any]:
+
+def candidate_recipe(row: dict[str, Any], cfg: SearchConfig) -> dict[str, Any]:
     """The recipe that trains one Pareto candidate fully: Hinton distillation from the teacher with weight
     averaging (how the shipped student was made), then QAT with the float student as teacher."""
     spec = {k: v for k, v in row["spec"].items() if k not in ("num_classes", "input_norm")}  # from data/teacher
@@ -78,7 +81,7 @@ def spearman(a: list[float], b: list[float]) -> float | None:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def finalize(teacher: nn.Module, data: Data, out: Path, front: list[dict[str, Any]], cfg: Any,
+def finalize(teacher: nn.Module, data: Data, out: Path, front: list[dict[str, Any]], cfg: SearchConfig,
              device: torch.device) -> dict[str, Any]:
     """Train, quantize, measure and gate the finalists; returns their rows, the proxy's rank correlation and
     the chosen model (the fastest finalist the gate passed)."""

@@ -75,6 +75,16 @@ class SearchConfig(BaseModel):
     max_safety_recall_drop: float = Field(1.0, gt=0, description="per safety-critical class, points")
     target_speedup: float = Field(10.0, gt=0, description="reported against, like a recipe's target")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _average_a_quarter(cls, data: Any) -> Any:
+        """``final_epochs`` given without ``final_swa_epochs``: average the last quarter (at most 8, as the
+        shipped student); below 8 epochs none (an average of one epoch would only hold the lr at swa_lr)."""
+        if isinstance(data, dict) and "final_epochs" in data and "final_swa_epochs" not in data:
+            e = int(data["final_epochs"])
+            data = {**data, "final_swa_epochs": min(8, e // 4) if e >= 8 else 0}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> SearchConfig:
         if self.final_swa_epochs >= self.final_epochs:
@@ -349,9 +359,10 @@ def _finalists_html(doc: dict[str, Any]) -> str:
         f"<td>{100 * (r['accuracy'] or 0):.2f}% ({r['accuracy_delta_points'] or 0:+.2f})</td>"
         f"<td>{r['speedup'] or 0:.2f}x</td><td>{r['size_reduction'] or 0:.2f}x</td>"
         f"<td>{'passed' if r['gate_passed'] else 'refused (' + str(len(r['violations'])) + ')'}</td>"
-        f"<td>{r['seconds']}</td><td><a href='{Path(r['run']).name}'>{r['recipe']}</a></td></tr>" for r in rows)
+        f"<td>{r['seconds']}</td><td><a href='finalists/{r['trial']:04d}/run/report.html'>report</a>, "
+        f"<a href='finalists/{r['trial']:04d}/recipe.yaml'>recipe</a></td></tr>" for r in rows)
     return ("<h2>Finalists: trained fully, int8 (QAT), gated</h2><p>Spearman rank correlation of proxy accuracy "
             f"and full-training accuracy: {'n/a (fewer than 3 finalists)' if rho is None else f'{rho:.2f}'}; "
             f"chosen: {doc.get('chosen')}.</p><table border=1 cellpadding=3><tr><th>trial</th><th>proxy</th>"
             "<th>full accuracy (vs teacher)</th><th>int8 speed-up</th><th>smaller</th><th>gate</th><th>s</th>"
-            f"<th>recipe</th></tr>{body}</table>")
+            f"<th>run</th></tr>{body}</table>")
