@@ -10,6 +10,7 @@ from drivecompress.distill.losses import (
     feature_loss,
     hard_target_loss,
     kd_kl,
+    missed_weights,
     soft_target_loss,
 )
 from drivecompress.distill.step import DistillConfig, Distiller
@@ -37,6 +38,23 @@ def test_alpha_zero_is_plain_cross_entropy_and_alpha_one_is_kd():
     s, t, y = torch.randn(6, 43), torch.randn(6, 43), torch.randint(0, 43, (6,))
     assert torch.allclose(soft_target_loss(s, t, y, alpha=0.0), F.cross_entropy(s, y))
     assert torch.allclose(soft_target_loss(s, t, y, temperature=2.0, alpha=1.0), kd_kl(s, t, 2.0))
+
+
+def test_missed_images_weigh_more():
+    # image 0: teacher right, student wrong (newly missed); 1: both right; 2: teacher wrong, student wrong
+    y = torch.tensor([0, 1, 2])
+    t = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [5.0, 0.0, 0.0]])
+    s = torch.tensor([[0.0, 3.0, 0.0], [0.0, 3.0, 0.0], [0.0, 3.0, 0.0]])
+    assert missed_weights(s, t, y, 1.0) is None
+    w = missed_weights(s, t, y, 4.0)
+    assert w.tolist() == [4.0, 1.0, 1.0]
+    ce = F.cross_entropy(s, y, reduction="none")
+    assert torch.allclose(soft_target_loss(s, t, y, alpha=0.0, weights=w), (ce * w).mean())
+    kl = F.kl_div(F.log_softmax(s / 2, 1), F.log_softmax(t / 2, 1), reduction="none", log_target=True).sum(1)
+    assert torch.allclose(kd_kl(s, t, 2.0, w), (kl * w).mean() * 4)
+    # weights of one are the unweighted loss
+    ones = torch.ones(3)
+    assert torch.allclose(soft_target_loss(s, t, y, weights=ones), soft_target_loss(s, t, y))
 
 
 def test_hard_target_uses_teacher_argmax():
@@ -114,3 +132,26 @@ def test_teacher_gets_its_requires_grad_flags_back_after_distillation(splits):
     d.close()
     assert not teacher.classifier.weight.requires_grad
     assert all(p.requires_grad for n, p in teacher.named_parameters() if n != "classifier.weight")
+
+
+def test_distiller_weighs_what_the_student_newly_misses():
+    """``missed_weight`` reaches the loss fit uses: with a student that misses every image the teacher gets right,
+    a weight of 3 triples the loss."""
+    torch.manual_seed(0)
+    teacher, student = build_model(default_spec("resnet", 0.25)), build_model(default_spec("resnet", 0.25))
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        y = teacher.eval()(x).argmax(1)
+        student.eval()
+        wrong = student(x).argmax(1) != y
+    logits = student(x)
+    losses = []
+    for weight in (1.0, 3.0):
+        d = Distiller(student, teacher, DistillConfig(missed_weight=weight), torch.device("cpu"))
+        losses.append(d.loss_fn()(logits, y, x))
+        d.close()
+    w = 1.0 + 2.0 * wrong.float()
+    expected = soft_target_loss(logits, teacher(x), y, weights=w)
+    assert wrong.any()
+    assert torch.allclose(losses[1], expected, atol=1e-5)
+    assert float(losses[1]) > float(losses[0])

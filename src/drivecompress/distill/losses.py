@@ -7,26 +7,46 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+def _mean(per_image: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """A batch mean in which image i counts ``weights[i]`` times (plain mean without weights)."""
+    return per_image.mean() if weights is None else (per_image * weights).mean()
+
+
+def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0,
+          weights: torch.Tensor | None = None) -> torch.Tensor:
     """Hinton et al. (2015): KL(teacher_T || student_T) x T², so gradients keep their scale as T grows."""
     t = temperature
     log_p_s = F.log_softmax(student_logits / t, dim=1)
     log_p_t = F.log_softmax(teacher_logits / t, dim=1)
-    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * (t * t)
+    per_image = F.kl_div(log_p_s, log_p_t, reduction="none", log_target=True).sum(dim=1)
+    return _mean(per_image, weights) * (t * t)
+
+
+def missed_weights(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                   weight: float) -> torch.Tensor | None:
+    """Per-image weights: ``weight`` for an image the teacher classifies right and the student gets wrong (what
+    the compressed model newly misses, found afresh in every batch), 1 elsewhere; None when ``weight`` is 1."""
+    if weight == 1.0:
+        return None
+    missed = (teacher_logits.argmax(dim=1) == labels) & (student_logits.detach().argmax(dim=1) != labels)
+    return 1.0 + (weight - 1.0) * missed.float()
 
 
 def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                     temperature: float = 4.0, alpha: float = 0.9, label_smoothing: float = 0.0) -> torch.Tensor:
-    """alpha x KD + (1 - alpha) x cross-entropy on the true labels (alpha=0 is plain cross-entropy)."""
-    ce = F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
+                     temperature: float = 4.0, alpha: float = 0.9, label_smoothing: float = 0.0,
+                     weights: torch.Tensor | None = None) -> torch.Tensor:
+    """alpha x KD + (1 - alpha) x cross-entropy on the true labels (alpha=0 is plain cross-entropy); ``weights``
+    makes image i count weights[i] times in both terms."""
+    ce = _mean(F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing, reduction="none"), weights)
     if alpha == 0:
         return ce
-    return alpha * kd_kl(student_logits, teacher_logits, temperature) + (1 - alpha) * ce
+    return alpha * kd_kl(student_logits, teacher_logits, temperature, weights) + (1 - alpha) * ce
 
 
-def hard_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+def hard_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                     weights: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy against the teacher's argmax (hard-label distillation)."""
-    return F.cross_entropy(student_logits, teacher_logits.argmax(dim=1))
+    return _mean(F.cross_entropy(student_logits, teacher_logits.argmax(dim=1), reduction="none"), weights)
 
 
 def attention_map(features: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,13 @@ import torch
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
-from drivecompress.distill.losses import FeatureAdapter, feature_loss, hard_target_loss, soft_target_loss
+from drivecompress.distill.losses import (
+    FeatureAdapter,
+    feature_loss,
+    hard_target_loss,
+    missed_weights,
+    soft_target_loss,
+)
 from drivecompress.train.loop import LossFn
 
 
@@ -25,6 +31,8 @@ class DistillConfig(BaseModel):
     feature_pairs: list[tuple[str, str]] = Field(
         default_factory=list, description='(student module, teacher module) matched, e.g. ("blocks.3", "blocks.5")')
     feature_weight: float = Field(1.0, ge=0)
+    missed_weight: float = Field(1.0, ge=1, description="weight of an image the teacher gets right and the "
+                                 "student misses (hard-example emphasis for recovery; 1 = plain mean)")
 
 
 class _Tap:
@@ -77,10 +85,12 @@ class Distiller:
         def loss(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 t_logits = self.teacher(images.float()).float()
+            w = missed_weights(logits, t_logits, labels, cfg.missed_weight)
             if cfg.mode == "hard":
-                total = hard_target_loss(logits, t_logits)
+                total = hard_target_loss(logits, t_logits, w)
             else:
-                total = soft_target_loss(logits, t_logits, labels, cfg.temperature, cfg.alpha, cfg.label_smoothing)
+                total = soft_target_loss(logits, t_logits, labels, cfg.temperature, cfg.alpha, cfg.label_smoothing,
+                                         w)
             for adapter, s_tap, t_tap in zip(self.student.kd_adapters, self.s_taps, self.t_taps, strict=True):
                 total = total + cfg.feature_weight * feature_loss(s_tap.out.float(), t_tap.out.float(), adapter)
             return total
