@@ -154,4 +154,4 @@ def test_distiller_weighs_what_the_student_newly_misses():
     expected = soft_target_loss(logits, teacher(x), y, weights=w)
     assert wrong.any()
     assert torch.allclose(losses[1], expected, atol=1e-5)
-    assert float(losses[1]) > float(losses[0])
+    assert float(losses[1].detach()) > float(losses[0].detach())
