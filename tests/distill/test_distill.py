@@ -135,8 +135,8 @@ def test_teacher_gets_its_requires_grad_flags_back_after_distillation(splits):
 
 
 def test_distiller_weighs_what_the_student_newly_misses():
-    """``missed_weight`` reaches the loss fit uses: with a student that misses every image the teacher gets right,
-    a weight of 3 triples the loss."""
+    """``missed_weight`` reaches the loss fit uses: the images an untrained student gets wrong (and the teacher
+    right, its own argmax being the label) count 3 times, and the loss grows."""
     torch.manual_seed(0)
     teacher, student = build_model(default_spec("resnet", 0.25)), build_model(default_spec("resnet", 0.25))
     x = torch.randn(8, 3, 32, 32)
