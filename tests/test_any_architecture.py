@@ -183,3 +183,27 @@ def test_qat_recovery_loss_weighs_safety_classes_and_follows_the_teacher(mini_da
     lab = torch.tensor([safety[0], 41])
     per = [weighted(bad[i : i + 1], lab[i : i + 1], x[:1]) for i in range(2)]
     assert per[0] / per[1] == pytest.approx(3.0, rel=1e-4)
+
+
+def test_qat_recovery_loss_weighs_what_quantization_newly_breaks(mini_data, trained_nets):
+    """missed_weight: an image the float model gets right and the fake-quant logits get wrong counts N times;
+    the same wrong logits on an image the float model also misses count once."""
+    from drivecompress.quant.qat import recovery_loss
+
+    net = trained_nets["branch"]
+    x = torch.as_tensor(deploy_input(mini_data.val.x[:1]))
+    with torch.no_grad():
+        right = int(net(x).argmax(dim=1))
+    said = 42 if right != 42 else 41  # what the fake-quant model confidently says (CE equal for any other label)
+    wrong = next(c for c in range(43) if c not in (right, said))  # a label the float model does not predict
+    bad = torch.zeros(1, 43)
+    bad[0, said] = 5.0
+    cpu = torch.device("cpu")
+    for distill in (False, True):
+        cfg = dict(label_smoothing=0.0, distill=distill, alpha=0.5)
+        plain = recovery_loss(dc.QATConfig(**cfg), net, mini_data, cpu)(net)
+        missed = recovery_loss(dc.QATConfig(**cfg, missed_weight=3.0), net, mini_data, cpu)(net)
+        newly = torch.tensor([right])  # the float model was right: newly missed
+        both = torch.tensor([wrong])  # the float model was wrong too: not newly missed
+        assert float(missed(bad, newly, x)) == pytest.approx(3 * float(plain(bad, newly, x)), rel=1e-4)
+        assert float(missed(bad, both, x)) == pytest.approx(float(plain(bad, both, x)), rel=1e-4)

@@ -25,7 +25,7 @@ from drivecompress.core import Context, State, StepConfig, register_step
 from drivecompress.data.api import Data
 from drivecompress.data.dataset import LabeledImages
 from drivecompress.data.transforms import deploy_input
-from drivecompress.distill.losses import kd_kl
+from drivecompress.distill.losses import kd_kl, missed_weights
 from drivecompress.evaluate.machine import int8_saturates
 from drivecompress.export.onnx import export_onnx
 from drivecompress.quant.fakequant import ActFakeQuant, QConv, QLinear
@@ -222,6 +222,8 @@ class QATConfig(StepConfig):
     temperature: float = Field(2.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the teacher's soft targets against the labels")
     safety_weight: float = Field(1.0, ge=1, description="weight of safety-critical classes in the label loss")
+    missed_weight: float = Field(1.0, ge=1, description="weight of an image the float model classifies right "
+                                 "and the fake-quantized model gets wrong (found in every batch), in both terms")
     reduce_range: bool | None = Field(None, description="7-bit weights; default: on CPUs whose int8 kernels "
                                       "saturate (x86 without VNNI)")
 
@@ -247,7 +249,8 @@ def qat_finetune(model: nn.Module, train: LabeledImages, val: LabeledImages, cfg
 def recovery_loss(cfg: QATConfig, teacher: nn.Module, data: Data,
                   device: torch.device) -> Callable[[nn.Module], LossFn]:
     """The QAT loss: labels (safety-critical classes weighted ``safety_weight``), plus the float model's soft
-    targets with ``distill`` — recovery aimed at the classes the gate protects."""
+    targets with ``distill`` — recovery aimed at the classes the gate protects; ``missed_weight`` also weighs the
+    images quantization newly breaks (the gate's "lost" images), as in distillation."""
     w = torch.ones(data.num_classes, device=device)
     w[sorted(data.safety_critical)] = cfg.safety_weight
     w = w * (data.num_classes / w.sum())
@@ -257,12 +260,18 @@ def recovery_loss(cfg: QATConfig, teacher: nn.Module, data: Data,
 
         def loss(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             per_image = F.cross_entropy(logits, y, reduction="none", label_smoothing=cfg.label_smoothing)
-            hard = (per_image * w[y]).mean()  # a batch mean, so a safety-critical image counts safety_weight times
-            if not cfg.distill:
+            iw = torch.ones_like(per_image)
+            t = None
+            if cfg.distill or cfg.missed_weight != 1.0:
+                with torch.no_grad():
+                    t = teacher(x).float()
+                missed = missed_weights(logits, t, y, cfg.missed_weight)
+                iw = iw if missed is None else missed
+            # a batch mean, so a safety-critical image counts safety_weight times (and a newly missed one more)
+            hard = (per_image * w[y] * iw).mean()
+            if not cfg.distill or t is None:
                 return hard
-            with torch.no_grad():
-                t = teacher(x).float()
-            soft = kd_kl(logits, t, cfg.temperature)
+            soft = kd_kl(logits, t, cfg.temperature, iw)
             return cfg.alpha * soft + (1 - cfg.alpha) * hard
 
         return loss
@@ -276,7 +285,7 @@ def qat(model: nn.Module, data: Data, out: str | Path, cfg: QATConfig | None = N
     is left unchanged. Returns notes: validation accuracy of the fake-quant model and the export checks."""
     cfg = cfg or QATConfig()
     dev = device if isinstance(device, torch.device) else select_device(device)
-    custom = cfg.distill or cfg.safety_weight != 1.0
+    custom = cfg.distill or cfg.safety_weight != 1.0 or cfg.missed_weight != 1.0
     q, res = qat_finetune(model, data.train.head(cfg.train_subset, seed=seed), data.val, cfg.train_config(seed), dev,
                           cfg.reduce_range, recovery_loss(cfg, model, data, dev) if custom else None)
     model.cpu()
