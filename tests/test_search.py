@@ -142,3 +142,20 @@ def test_spearman_rank_correlation():
              {"trial": 2, "proxy_accuracy": 0.6, "speedup_vs_teacher_fp32": None}]
     assert [r["trial"] for r in pick_finalists(front, 2, None)] == [1, 2]
     assert [r["trial"] for r in pick_finalists(front, 2, 10.0)] == [0]
+
+
+def test_resnet_space_can_put_a_block_at_full_resolution_in_front():
+    """The searched ResNet may keep one block at 32x32 before the first drop (recipes/student-fullres.yaml's
+    layout); the spec builds and classifies."""
+    import torch
+
+    from drivecompress.models.registry import build_model
+    from drivecompress.search.nas import sample_spec
+
+    choice = {"family": "resnet", "stem": 16, "first_stride": 2, "width0": 48, "depth0": 1, "width1": 64,
+              "depth1": 1, "width2": 96, "depth2": 1}
+    plain = sample_spec(optuna.trial.FixedTrial({**choice, "full_res_block": False}), 43, None, False)
+    front = sample_spec(optuna.trial.FixedTrial({**choice, "full_res_block": True}), 43, None, False)
+    assert front["stages"][0] == {"stride": 1, "out": 16, "mids": [16], "projection": False}
+    assert front["stages"][1:] == plain["stages"] and plain["stages"][0]["stride"] == 2
+    assert build_model(front).eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 43)
