@@ -259,17 +259,15 @@ def recovery_loss(cfg: QATConfig, teacher: nn.Module, data: Data,
         teacher.to(device).eval()
 
         def loss(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            per_image = F.cross_entropy(logits, y, reduction="none", label_smoothing=cfg.label_smoothing)
-            iw = torch.ones_like(per_image)
-            t = None
-            if cfg.distill or cfg.missed_weight != 1.0:
-                with torch.no_grad():
-                    t = teacher(x).float()
-                missed = missed_weights(logits, t, y, cfg.missed_weight)
-                iw = iw if missed is None else missed
             # a batch mean, so a safety-critical image counts safety_weight times (and a newly missed one more)
-            hard = (per_image * w[y] * iw).mean()
-            if not cfg.distill or t is None:
+            per_image = w[y] * F.cross_entropy(logits, y, reduction="none", label_smoothing=cfg.label_smoothing)
+            if not (cfg.distill or cfg.missed_weight != 1.0):
+                return per_image.mean()
+            with torch.no_grad():
+                t = teacher(x).float()
+            iw = missed_weights(logits, t, y, cfg.missed_weight)  # None when missed_weight is 1
+            hard = (per_image if iw is None else per_image * iw).mean()
+            if not cfg.distill:
                 return hard
             soft = kd_kl(logits, t, cfg.temperature, iw)
             return cfg.alpha * soft + (1 - cfg.alpha) * hard
