@@ -75,6 +75,14 @@ def test_adapter_maps_mismatched_channels_and_feature_losses():
     assert float(attention_transfer(s, t)) > 0
 
 
+def test_adapter_between_equal_widths_starts_as_the_identity():
+    """A pruned model matched to its dense self: zero feature loss on identical features from the first step."""
+    adapter = FeatureAdapter(16, 16)
+    f = torch.randn(2, 16, 8, 8)
+    assert torch.equal(adapter(f), f)
+    assert float(feature_loss(f, f.clone(), adapter)) == 0.0
+
+
 def test_distillation_moves_student_toward_teacher(splits):
     """A few hundred steps of pure KD (alpha=1, labels unused) make the student agree with the teacher more."""
     torch.manual_seed(0)

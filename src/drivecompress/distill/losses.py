@@ -64,11 +64,16 @@ def attention_transfer(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -
 
 
 class FeatureAdapter(nn.Module):
-    """A learned 1x1 conv mapping student channels to teacher channels for feature (hint) matching."""
+    """A learned 1x1 conv mapping student channels to teacher channels for feature (hint) matching.
+
+    Starts as the identity when the channel counts match: a pruned or same-width model's features are already
+    in the teacher's basis, and a random start would first teach the adapter instead of the model."""
 
     def __init__(self, student_channels: int, teacher_channels: int) -> None:
         super().__init__()
         self.proj = nn.Conv2d(student_channels, teacher_channels, kernel_size=1, bias=False)
+        if student_channels == teacher_channels:
+            nn.init.dirac_(self.proj.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
