@@ -26,7 +26,8 @@ from drivecompress.evaluate.latency import side_by_side
 from drivecompress.evaluate.loading import load_model_arg
 from drivecompress.export.onnx import export_onnx
 from drivecompress.models.registry import build_model
-from drivecompress.quant.ptq import PTQConfig, quantize_ptq
+from drivecompress.quant.ptq import PTQConfig
+from drivecompress.quant.quantize import quantize
 
 
 def _stage(stride: int, out: int, blocks: int = 1) -> dict:
@@ -61,7 +62,6 @@ def main() -> int:
     norm = loaded.module.spec().get("input_norm") if hasattr(loaded.module, "spec") else None
     a.out.mkdir(parents=True, exist_ok=True)
     example = deploy_input(data.splits.train.head(32).x)
-    calib = deploy_input(data.splits.train.head(256, seed=1).x)
     paths = {"baseline fp32": export_onnx(loaded.module, a.out / "baseline.onnx", example).path}
     info: dict[str, dict] = {"baseline fp32": {"macs": count_macs(loaded.module, data.input_shape),
                                                 "params": count_params(loaded.module)}}
@@ -71,9 +71,8 @@ def main() -> int:
             spec["input_norm"] = norm
         model = build_model(spec).eval()
         slug = "".join(c if c.isalnum() else "_" for c in name)
-        fp32 = export_onnx(model, a.out / f"{slug}.fp32.onnx", example).path
-        ptq = PTQConfig(calibration_images=len(calib))
-        paths[name] = quantize_ptq(fp32, a.out / f"{slug}.int8.onnx", calib, ptq).path
+        paths[name] = a.out / f"{slug}.int8.onnx"
+        quantize(model, data, paths[name], PTQConfig(calibration_images=256), seed=1)
         info[name] = {"macs": count_macs(model, data.input_shape), "params": count_params(model), "spec": spec}
     speed = side_by_side(paths, data.input_shape, runs=a.runs, rounds=a.rounds)
     base_ms = speed["baseline fp32"]["latency_ms_p50"]

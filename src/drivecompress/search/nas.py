@@ -36,7 +36,8 @@ from drivecompress.evaluate.complexity import count_macs
 from drivecompress.evaluate.latency import side_by_side
 from drivecompress.export.onnx import export_onnx
 from drivecompress.models import build_model
-from drivecompress.quant.ptq import PTQConfig, quantize_ptq
+from drivecompress.quant.ptq import PTQConfig
+from drivecompress.quant.quantize import quantize
 from drivecompress.train.loop import TrainConfig, fit
 from drivecompress.utils.io import atomic_write_json
 
@@ -151,7 +152,6 @@ class _Objective:
         self.teacher, self.data, self.out, self.cfg, self.device = teacher, data, out, cfg, device
         self.train = data.train.head(cfg.proxy_images, seed=cfg.seed)
         self.val = data.val.head(cfg.val_images, seed=cfg.seed)
-        self.calib = deploy_input(data.train.head(cfg.calibration_images, seed=cfg.seed + 1).x)
         self.norm = teacher.spec().get("input_norm") if hasattr(teacher, "spec") else None
 
     def __call__(self, trial: Any) -> tuple[float, float, float]:
@@ -180,9 +180,9 @@ class _Objective:
             dist.close()
         folder = self.out / "trials" / f"{trial.number:04d}"
         folder.mkdir(parents=True, exist_ok=True)
-        fp32 = export_onnx(model, folder / "fp32.onnx", deploy_input(self.val.x[:32])).path
         int8 = folder / "int8.onnx"
-        quantize_ptq(fp32, int8, self.calib, PTQConfig(calibration_images=len(self.calib)))
+        quantize(model, self.data, int8, PTQConfig(calibration_images=self.cfg.calibration_images),
+                 seed=self.cfg.seed + 1)
         lat = side_by_side({"int8": int8}, self.data.input_shape, runs=self.cfg.latency_runs, rounds=1,
                            warmup=10)["int8"]["latency_ms_p50"]
         trial.set_user_attr("train_seconds", round(time.perf_counter() - t0, 1))
