@@ -48,14 +48,21 @@ class State:
 
 @dataclass
 class Context:
-    """Read-only facts a handler may use: the data, the unmodified input model (the distillation teacher),
-    where to write, the device and the step's seed."""
+    """Read-only facts a handler may use: the data, the distillation teacher (the recipe's ``teacher`` when it
+    names one, else the unmodified input model), where to write, the device, the step's seed, and the
+    unmodified input model itself (the gate's baseline; the template of a user-defined network)."""
 
     data: Data
     teacher: nn.Module | None
     step_dir: Path
     device: torch.device
     seed: int
+    input_model: nn.Module | None = None
+
+    def template(self) -> nn.Module | None:
+        """The module that rebuilds a user-defined network's checkpoint: the input model (the teacher when a
+        caller built the context without it, as before ``input_model`` existed)."""
+        return self.input_model if self.input_model is not None else self.teacher
 
 
 Handler = Callable[[State, Any, Context], State]

@@ -1,5 +1,6 @@
 """The runner on tiny recipes: run folder contract, gate refusal, SIGKILL + --resume equivalence."""
 
+import dataclasses
 import json
 import os
 import random
@@ -12,7 +13,9 @@ import pytest
 import yaml
 
 from drivecompress.cli import main
-from drivecompress.train.checkpoint import save_checkpoint
+from drivecompress.core import StepConfig, register_step
+from drivecompress.models import build_model, default_spec
+from drivecompress.train.checkpoint import save_checkpoint, weights_sha256
 
 from ..conftest import tiny_model
 
@@ -186,3 +189,48 @@ def test_start_continues_from_an_earlier_runs_checkpoint_of_the_same_model(tmp_p
                  "--out", str(tmp_path / "fourth")]) == 2
     assert "does not record the model it was made from" in capsys.readouterr().err
     assert not (tmp_path / "fourth").exists()
+
+
+class _ProbeConfig(StepConfig):
+    """A step that only records which models its context hands it."""
+
+
+@register_step("probe-teacher", _ProbeConfig)
+def _probe(state, cfg, ctx):
+    notes = {"teacher": weights_sha256(ctx.teacher), "input": weights_sha256(ctx.input_model)}
+    return dataclasses.replace(state, notes=notes)
+
+
+def test_recipe_teacher_replaces_the_input_model_as_teacher_only(tmp_path, ckpt, capsys):
+    """``teacher:`` hands distilling steps another model (e.g. an unsmoothed one); the gate, the start-step
+    template and the baseline stay the input model. A teacher that cannot score this data, a missing folder,
+    and a resume after the teacher changed are refused before anything is written."""
+    other = tmp_path / "teacher"
+    save_checkpoint(other, tiny_model("resnet", seed=1))
+    p = tmp_path / "t.yaml"
+    p.write_text(yaml.safe_dump({"evaluation": EVAL, "teacher": str(other),
+                                 "steps": [{"type": "probe-teacher"}, {"type": "finetune", "epochs": 1,
+                                            "distill": True, "train_subset": 128, "batch_size": 64}]}))
+    out = tmp_path / "run"
+    assert main(["compress", ckpt, "--recipe", str(p), "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    notes = rep["steps"][0]["notes"]
+    assert notes["teacher"] == weights_sha256(tiny_model("resnet", seed=1)) != notes["input"]
+    assert notes["input"] == weights_sha256(tiny_model("resnet"))
+    assert json.loads((out / "inputs.json").read_text())["teacher"] == notes["teacher"]
+    # the teacher's weights changed since the run started: --resume refuses, nothing is touched
+    save_checkpoint(other, tiny_model("resnet", seed=2))
+    before = (out / "report.json").read_bytes()
+    capsys.readouterr()
+    assert main(["compress", ckpt, "--recipe", str(p), "--out", str(out), "--resume"]) == 2
+    assert "the teacher differs" in capsys.readouterr().err and (out / "report.json").read_bytes() == before
+    # no checkpoint at the path; a teacher scoring 10 classes on this 43-class data
+    for teacher, says in ((tmp_path / "nowhere", "model.json missing"), (tmp_path / "t10", "this data has 43")):
+        if teacher.name == "t10":
+            save_checkpoint(teacher, build_model(default_spec("resnet", 0.25, num_classes=10)))
+        probe = {"evaluation": EVAL, "teacher": str(teacher), "steps": [{"type": "probe-teacher"}]}
+        p.write_text(yaml.safe_dump(probe))
+        assert main(["compress", ckpt, "--recipe", str(p), "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err
+        assert "recipe key 'teacher'" in err and says in err and "Traceback" not in err, err
+        assert not (tmp_path / "bad").exists()

@@ -33,6 +33,15 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[3]
 
 
+def repo_path(path: str | os.PathLike) -> Path:
+    """A path a recipe names: absolute, or relative to the working directory, else to the repository root (so
+    the shipped recipes' ``runs/...`` and ``baseline`` work from any directory of a checkout)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return repo_root() / p
+
+
 def resolve_data_path(explicit: str | os.PathLike | None = None) -> Path:
     """Apply DESIGN.md's rule: --data, else $DRIVECOMPRESS_DATA, else ../shared/datasets, else data/."""
     if explicit:

@@ -57,6 +57,9 @@ class Recipe(BaseModel):
     name: str = "recipe"
     description: str = ""
     seed: int = 0
+    teacher: str | None = Field(None, description="checkpoint folder (model.json + model.safetensors) of the "
+                                "distillation teacher of every step that distills (default: the input model); "
+                                "e.g. a larger or unsmoothed model. The gate still compares with the input model")
     budgets: Budgets = Budgets()
     targets: Targets = Targets()
     evaluation: Evaluation = Evaluation()

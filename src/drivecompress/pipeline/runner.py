@@ -30,6 +30,7 @@ from rich.console import Console
 
 from drivecompress.core import Context, State, lookup
 from drivecompress.data.api import Data
+from drivecompress.data.gtsrb import repo_path
 from drivecompress.data.transforms import deploy_input
 from drivecompress.errors import BadInputError, GateRefusedError
 from drivecompress.evaluate.compare import measure_onnx, ratios, speed_verdict
@@ -90,12 +91,41 @@ def _measure(state: State, artifact: Path, data: Data, recipe: Recipe, speed: Sp
     return m
 
 
-def input_fingerprints(loaded: LoadedModel, data: Data, recipe: Recipe) -> dict[str, str]:
-    """sha256 of the input model (its weights, or the ONNX file), of the data and of the resolved recipe: what
-    ``--resume`` must find unchanged."""
+def load_teacher(recipe: Recipe, loaded: LoadedModel, data: Data) -> nn.Module | None:
+    """The distillation teacher: the recipe's ``teacher`` checkpoint, checked to score this data's classes on
+    its input shape, else the input model. Refused with the key named, before anything is written."""
+    if recipe.teacher is None:
+        return loaded.module
+    folder = repo_path(recipe.teacher)
+    where = f"recipe key 'teacher' ({recipe.teacher})"
+    if not (folder / "model.json").is_file():
+        raise BadInputError(f"{where}: {folder}: no checkpoint there (model.json missing)")
+    try:
+        teacher = load_checkpoint(folder, template=loaded.module)[0]
+    except BadInputError as exc:
+        raise BadInputError(f"{where}: {exc}") from exc
+    with torch.no_grad():
+        try:
+            out = teacher(data.example_input())
+        except RuntimeError as exc:
+            raise BadInputError(f"{where}: does not take this data's {tuple(data.input_shape)} images "
+                                f"({str(exc).splitlines()[0]})") from exc
+    if out.ndim != 2 or out.shape[1] != data.num_classes:
+        raise BadInputError(f"{where}: outputs {tuple(out.shape[1:])} scores per image; this data has "
+                            f"{data.num_classes} classes")
+    return teacher
+
+
+def input_fingerprints(loaded: LoadedModel, data: Data, recipe: Recipe,
+                       teacher: nn.Module | None = None) -> dict[str, str]:
+    """sha256 of the input model (its weights, or the ONNX file), of the data, of the resolved recipe and of a
+    recipe-named teacher's weights: what ``--resume`` must find unchanged."""
     model = weights_sha256(loaded.module) if loaded.module is not None else file_sha256(loaded.onnx_path)
     recipe_hash = hashlib.sha256(json.dumps(recipe.resolved(), sort_keys=True, default=str).encode()).hexdigest()
-    return {"model": model, "data": data.fingerprint(), "recipe": recipe_hash}
+    found = {"model": model, "data": data.fingerprint(), "recipe": recipe_hash}
+    if recipe.teacher is not None and teacher is not None:
+        found["teacher"] = weights_sha256(teacher)
+    return found
 
 
 def _check_out(out: Path, recipe: Recipe, resume: bool, inputs: dict[str, str]) -> None:
@@ -114,7 +144,7 @@ def _check_out(out: Path, recipe: Recipe, resume: bool, inputs: dict[str, str]) 
     record = out / "inputs.json"
     if resume and record.exists():
         before = json.loads(record.read_text())
-        changed = [k for k in ("model", "data", "recipe") if before.get(k) != inputs[k]]
+        changed = [k for k in ("model", "data", "recipe", "teacher") if before.get(k) != inputs.get(k)]
         if changed:
             raise BadInputError(f"{record}: the {' and the '.join(changed)} differ{'s' if len(changed) == 1 else ''} "
                                 f"from the run's start (sha256); cannot resume with other inputs")
@@ -177,12 +207,13 @@ def run_recipe(loaded: LoadedModel, recipe: Recipe, data: Data, out: str | Path,
     out = Path(out)
     check_plan(recipe, loaded.module, str(loaded.source))
     loaded.check_against(data)
+    teacher = load_teacher(recipe, loaded, data)
     dev = device if isinstance(device, torch.device) else select_device(device)
-    inputs = input_fingerprints(loaded, data, recipe)
+    inputs = input_fingerprints(loaded, data, recipe, teacher)
     _check_out(out, recipe, resume, inputs)
     ddp.barrier()  # every rank has checked before rank 0 writes anything
     if not ddp.is_main():
-        return _run_steps(loaded, recipe, data, out, resume, dev, inputs)
+        return _run_steps(loaded, recipe, data, out, resume, dev, inputs, teacher)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -190,11 +221,11 @@ def run_recipe(loaded: LoadedModel, recipe: Recipe, data: Data, out: str | Path,
     with RunLock(out):
         _check_out(out, recipe, resume, inputs)  # again under the lock: another run may have started meanwhile
         _write_out(out, recipe, inputs)
-        return _run_steps(loaded, recipe, data, out, resume, dev, inputs)
+        return _run_steps(loaded, recipe, data, out, resume, dev, inputs, teacher)
 
 
 def _run_steps(loaded: LoadedModel, recipe: Recipe, data: Data, out: Path, resume: bool,
-               dev: torch.device, inputs: dict[str, str]) -> dict[str, Any]:
+               dev: torch.device, inputs: dict[str, str], teacher: nn.Module | None) -> dict[str, Any]:
     speed = SpeedConfig(runs=recipe.evaluation.latency_runs, throughput_seconds=recipe.evaluation.throughput_seconds)
     check = deploy_input(data.test.x[:64])
     # Under torchrun every rank runs the steps (their training is data-parallel); rank 0 alone writes the run
@@ -203,7 +234,8 @@ def _run_steps(loaded: LoadedModel, recipe: Recipe, data: Data, out: Path, resum
     scratch = Path(tempfile.mkdtemp(prefix=f"drivecompress-rank{ddp.rank()}-")) if not main else None
     baseline = _baseline(loaded, out, data, recipe, speed, resume) if main else {}
     ddp.barrier()
-    # Steps change their model in place; the input model stays untouched as the distillation teacher.
+    # Steps change their model in place; the input model stays untouched (the baseline, and the distillation
+    # teacher unless the recipe names another).
     state = State(module=copy.deepcopy(loaded.module), fp32_onnx=out / "baseline.onnx")
     records = []
     # Step checkpoints exist only for a module input, so inputs["model"] is then its weights' sha256.
@@ -230,7 +262,7 @@ def _run_steps(loaded: LoadedModel, recipe: Recipe, data: Data, out: Path, resum
         _, handler = lookup(kind)
         t0 = time.perf_counter()
         try:
-            state = handler(state, cfg, Context(data, loaded.module, step_dir, dev, recipe.seed + i))
+            state = handler(state, cfg, Context(data, teacher, step_dir, dev, recipe.seed + i, loaded.module))
         except ValueError as exc:
             if isinstance(exc, BadInputError):
                 raise

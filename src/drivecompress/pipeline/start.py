@@ -17,7 +17,7 @@ import torch.nn as nn
 from pydantic import Field
 
 from drivecompress.core import Context, State, StepConfig, register_step
-from drivecompress.data.gtsrb import repo_root
+from drivecompress.data.gtsrb import repo_path
 from drivecompress.errors import BadInputError
 from drivecompress.train.checkpoint import load_checkpoint, read_meta, weights_sha256
 
@@ -30,10 +30,7 @@ class StartConfig(StepConfig):
     made_by: str | None = Field(None, description="the command that reproduces the checkpoint (reported)")
 
     def folder(self) -> Path:
-        p = Path(self.path)
-        if p.is_absolute() or p.exists():
-            return p
-        return repo_root() / p
+        return repo_path(self.path)
 
     def check_input(self, module: nn.Module | None, where: str) -> None:
         folder = self.folder()
@@ -53,6 +50,6 @@ class StartConfig(StepConfig):
 @register_step("start", StartConfig)
 def _start_step(state: State, cfg: StartConfig, ctx: Context) -> State:
     # The input module is the template of a user-defined network's checkpoint, exactly as --resume uses it.
-    module, meta = load_checkpoint(cfg.folder(), template=ctx.teacher)
+    module, meta = load_checkpoint(cfg.folder(), template=ctx.template())
     notes = {"checkpoint": str(cfg.folder()), "derived_from": meta.get("derived_from"), "made_by": cfg.made_by}
     return dataclasses.replace(State(module=module), notes=notes)

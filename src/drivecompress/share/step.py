@@ -18,7 +18,7 @@ def _share_step(state: State, cfg: ShareConfig, ctx: Context) -> State:
         path = ctx.step_dir / "model.dcz"
         write_dcz(path, module, cfg, {"class_names": list(ctx.data.class_names)}, ctx.data.input_shape)
         # Continue from what the archive decodes to, so that every figure after this step is the archive's.
-        decoded = read_dcz(path, template=ctx.teacher)
+        decoded = read_dcz(path, template=ctx.template())
         notes["archive"] = size_table(path, decoded.layers, state.fp32_onnx)
         notes["archive"]["decode_seconds"] = round(decoded.seconds, 3)
         module = decoded.model

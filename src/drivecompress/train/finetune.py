@@ -29,6 +29,14 @@ class TuningConfig(DistillConfig, StepConfig):
     swa_epochs: int = Field(0, ge=0, description="average the weights of the last N epochs of the final "
                             "fine-tune (recovery), as the shipped baseline was made; masks and zeros are kept")
     swa_lr: float | None = Field(None, gt=0, description="constant lr of the averaged epochs (default: lr / 2)")
+    label_smoothing: float | None = Field(None, ge=0, lt=1, description="label smoothing of the cross-entropy "
+                                          "term (default: 0 with distill, whose soft targets already smooth; 0.1 "
+                                          "without, as the baseline was trained). 0 without distill sharpens a "
+                                          "smoothed model's soft targets to make it a teacher")
+
+    def smoothing(self) -> float:
+        """The label smoothing in force: the key's value, else the default described on the key."""
+        return self.label_smoothing if self.label_smoothing is not None else (0.0 if self.distill else 0.1)
 
     def check_swa(self, epochs: int, what: str) -> None:
         """Refuse an average over more epochs than the fine-tune it applies to has."""
@@ -47,14 +55,15 @@ def finetune(model: nn.Module, data: Data, cfg: TuningConfig, epochs: int, *, te
     swa = cfg.swa_epochs if average else 0
     tc = TrainConfig(epochs=epochs, lr=cfg.lr, optimizer=cfg.optimizer, batch_size=cfg.batch_size,
                      schedule="cosine", warmup_frac=0.0, seed=seed,
-                     label_smoothing=0.0 if cfg.distill else 0.1,
+                     label_smoothing=cfg.smoothing(),
                      swa_epochs=swa, swa_lr=cfg.swa_lr or cfg.lr / 2)
     train = data.train.head(cfg.train_subset, seed=seed)
     if cfg.distill:
         if teacher is None:
             raise ValueError("distill: true needs a teacher (the unmodified input model)")
-        d = Distiller(model, teacher, DistillConfig(**cfg.model_dump(include=set(DistillConfig.model_fields))), dev,
-                      data.example_input())
+        dc = DistillConfig(**{**cfg.model_dump(include=set(DistillConfig.model_fields)),
+                              "label_smoothing": cfg.smoothing()})
+        d = Distiller(model, teacher, dc, dev, data.example_input())
         try:
             result = fit(model, train, data.val, tc, dev, loss_fn=d.loss_fn(), description=label)
         finally:
