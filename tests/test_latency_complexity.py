@@ -1,7 +1,7 @@
 import numpy as np
 
 from drivecompress.evaluate.complexity import count_macs, count_params, onnx_params, size_on_disk
-from drivecompress.evaluate.latency import SpeedConfig, measure_speed, side_by_side
+from drivecompress.evaluate.latency import SpeedConfig, measure_speed, ratio_stability, side_by_side
 from drivecompress.evaluate.machine import machine_info
 from drivecompress.export.onnx import export_onnx
 from drivecompress.models import build_model
@@ -44,3 +44,14 @@ def test_side_by_side_measures_latency_and_optionally_throughput_in_the_same_rou
     assert all(len(r["round_medians_ms"]) == 2 and "throughput_ips" not in r for r in lat_only.values())
     both = side_by_side({"a": a, "b": b}, (3, 32, 32), runs=20, rounds=2, warmup=2, throughput_seconds=0.2)
     assert all(r["throughput_ips"] > 0 and r["latency_ms_p50"] > 0 for r in both.values())
+
+
+def test_ratio_stability_flags_rounds_that_disagree():
+    """Constructed round medians: a steady ratio is quiet; rounds at 5x and 8x (a busy VM) are not."""
+    steady = {"baseline": {"round_medians_ms": [3.0, 3.3, 2.9]}, "final": {"round_medians_ms": [0.5, 0.55, 0.48]}}
+    st = ratio_stability(steady)
+    assert st["quiet"] and st["round_ratios"] == [6.0, 6.0, 6.042] and st["spread"] < 0.01
+    busy = {"baseline": {"round_medians_ms": [3.0, 3.2, 2.4]}, "final": {"round_medians_ms": [0.6, 0.4, 0.4]}}
+    st = ratio_stability(busy)
+    assert not st["quiet"] and st["round_ratios"] == [5.0, 8.0, 6.0] and st["spread"] == 0.5
+    assert ratio_stability(busy, limit=0.6)["quiet"]

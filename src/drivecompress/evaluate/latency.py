@@ -11,6 +11,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -132,3 +133,22 @@ def side_by_side(paths: dict[str, Path], input_shape: tuple[int, ...], runs: int
         if k in many:
             out[k]["throughput_ips"] = images[k] / seconds[k]
     return out
+
+
+#: Per-round latency ratios spreading more than this (max - min over the median) mean the machine was busy.
+QUIET_SPREAD = 0.30
+
+
+def ratio_stability(sbs: dict[str, dict[str, Any]], base: str = "baseline", new: str = "final",
+                    limit: float = QUIET_SPREAD) -> dict[str, Any]:
+    """How far to trust a side-by-side speed-up: the ratio of ``base`` to ``new`` in every interleaved round and
+    its spread. Two files of one graph measured 5.9x and 6.3x on a drifting VM while their rounds swung from
+    0.36 to 0.59 ms; a spread above ``limit`` says "re-measure with nothing else running" instead of letting
+    one noisy figure stand."""
+    b, n = sbs[base]["round_medians_ms"], sbs[new]["round_medians_ms"]
+    per_round = [x / y for x, y in zip(b, n, strict=True) if y > 0]
+    if not per_round:
+        return {"round_ratios": [], "spread": None, "quiet": False}
+    mid = float(np.median(per_round))
+    spread = (max(per_round) - min(per_round)) / mid
+    return {"round_ratios": [round(r, 3) for r in per_round], "spread": round(spread, 3), "quiet": spread <= limit}

@@ -35,7 +35,7 @@ from drivecompress.data.transforms import deploy_input
 from drivecompress.errors import BadInputError, GateRefusedError
 from drivecompress.evaluate.compare import measure_onnx, ratios, speed_verdict
 from drivecompress.evaluate.complexity import count_macs, count_params
-from drivecompress.evaluate.latency import SpeedConfig, side_by_side
+from drivecompress.evaluate.latency import SpeedConfig, ratio_stability, side_by_side
 from drivecompress.evaluate.loading import LoadedModel
 from drivecompress.evaluate.machine import machine_info
 from drivecompress.evaluate.predictor import OnnxPredictor
@@ -320,6 +320,12 @@ def _finish(out: Path, recipe: Recipe, loaded: LoadedModel, data: Data, baseline
     # taken minutes apart (measured here: a shared 2-core VM drifts by +-25% between such measurements).
     sbs = side_by_side({"baseline": out / "baseline.onnx", "final": target}, data.input_shape,
                        runs=recipe.evaluation.latency_runs, throughput_seconds=recipe.evaluation.throughput_seconds)
+    stability = ratio_stability(sbs)
+    verdict = speed_verdict(baseline | sbs["baseline"], final | sbs["final"], "the final model")
+    if not stability["quiet"]:
+        verdict += (f" (NOT a quiet measurement: the per-round ratios {stability['round_ratios']} spread "
+                    f"{100 * stability['spread']:.0f}%; re-measure with nothing else running, e.g. "
+                    "`drivecompress bench`)")
     missed = newly_missed(baseline, final, test, data)
     if missed:
         from drivecompress.report.plots import thumbnails
@@ -336,7 +342,8 @@ def _finish(out: Path, recipe: Recipe, loaded: LoadedModel, data: Data, baseline
         "targets": check_targets(baseline | sbs["baseline"], final | sbs["final"], recipe.targets),
         "ratios": ratios(baseline | sbs["baseline"], final | sbs["final"]),
         "side_by_side_latency": sbs,
-        "speed_verdict": speed_verdict(baseline | sbs["baseline"], final | sbs["final"], "the final model"),
+        "side_by_side_stability": stability,
+        "speed_verdict": verdict,
         "model": str(loaded.source),
         "artifact": target.name,
         "classes": {"names": list(data.class_names), "safety_critical": sorted(data.safety_critical)},

@@ -181,10 +181,16 @@ def side_by_side_line(report: dict[str, Any]) -> str:
     if not sbs:
         return ""
     b, f = sbs["baseline"], sbs["final"]
+    st = report.get("side_by_side_stability") or {}
+    quiet = ""
+    if st.get("round_ratios"):
+        quiet = (f" Speed-up per round {st['round_ratios']}, spread {100 * st['spread']:.0f}%"
+                 + ("." if st["quiet"] else
+                    ': <span class="fail">not a quiet measurement</span>, re-measure with nothing else running.'))
     return (f"<p>Measured side by side (interleaved rounds, batch 1, one thread): baseline p50 "
             f"{b['latency_ms_p50']:.3f} ms, final {f['latency_ms_p50']:.3f} ms "
             f"({b['latency_ms_p50'] / f['latency_ms_p50']:.2f}x); medians of the rounds "
-            f"{b['round_medians_ms']} vs {f['round_medians_ms']} ms.</p>")
+            f"{b['round_medians_ms']} vs {f['round_medians_ms']} ms.{quiet}</p>")
 
 
 _FAIL = ' class="fail"'
