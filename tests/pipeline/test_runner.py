@@ -234,3 +234,13 @@ def test_recipe_teacher_replaces_the_input_model_as_teacher_only(tmp_path, ckpt,
         err = capsys.readouterr().err
         assert "recipe key 'teacher'" in err and says in err and "Traceback" not in err, err
         assert not (tmp_path / "bad").exists()
+
+
+def test_feature_pair_naming_no_module_is_a_one_line_bad_input(tmp_path, ckpt, capsys):
+    """A misspelt feature-transfer module is the user's mistake: exit 2 naming the step and the pair."""
+    steps = [{"type": "finetune", "epochs": 1, "distill": True, "train_subset": 64,
+              "feature_pairs": [["blocks.0", "blokcs.1"]]}]
+    assert main(["compress", ckpt, "--recipe", _recipe(tmp_path, steps), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "step 0 (finetune)" in err and "'blokcs.1'" in err and "no such module" in err
+    assert "Traceback" not in err
