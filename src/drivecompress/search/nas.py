@@ -147,24 +147,35 @@ def _mobilenet_spec(trial: Any, stem: int, first_stride: int, widths: tuple[list
     return {"arch": "mobilenetv2", "stem": stem, "blocks": blocks, "head": head}
 
 
+def proxy_train(spec: dict[str, Any], teacher: nn.Module, data: Data, cfg: SearchConfig, device: torch.device,
+                on_epoch: Any = None, description: str = "proxy") -> tuple[nn.Module, float]:
+    """The search's proxy for one network: built from ``spec``, trained ``cfg.proxy_epochs`` epochs on a seeded
+    ``cfg.proxy_images`` subset with distillation from ``teacher``; returns the model and its best accuracy on
+    a ``cfg.val_images`` validation subset. Public so that the proxy can be checked against full trainings of
+    known networks (benchmarks/bench_proxy.py), not only inside a search."""
+    model = build_model(copy.deepcopy(spec))
+    tc = TrainConfig(epochs=cfg.proxy_epochs, lr=0.05, schedule="cosine", warmup_frac=0.0, batch_size=128,
+                     seed=cfg.seed, label_smoothing=0.0)
+    dist = Distiller(model, teacher, DistillConfig(temperature=4.0, alpha=0.9), device, data.example_input())
+    try:
+        result = fit(model, data.train.head(cfg.proxy_images, seed=cfg.seed), data.val.head(cfg.val_images,
+                     seed=cfg.seed), tc, device, loss_fn=dist.loss_fn(), description=description, on_epoch=on_epoch)
+    finally:
+        dist.close()
+    return model, float(result.best_val_accuracy)
+
+
 class _Objective:
     def __init__(self, teacher: nn.Module, data: Data, out: Path, cfg: SearchConfig, device: torch.device) -> None:
         self.teacher, self.data, self.out, self.cfg, self.device = teacher, data, out, cfg, device
-        self.train = data.train.head(cfg.proxy_images, seed=cfg.seed)
-        self.val = data.val.head(cfg.val_images, seed=cfg.seed)
         self.norm = teacher.spec().get("input_norm") if hasattr(teacher, "spec") else None
 
     def __call__(self, trial: Any) -> tuple[float, float, float]:
         import optuna
 
         spec = sample_spec(trial, self.data.num_classes, self.norm, self.cfg.quick)
-        model = build_model(copy.deepcopy(spec))
         trial.set_user_attr("spec", spec)
-        trial.set_user_attr("macs", count_macs(model, self.data.input_shape))
-        tc = TrainConfig(epochs=self.cfg.proxy_epochs, lr=0.05, schedule="cosine", warmup_frac=0.0, batch_size=128,
-                         seed=self.cfg.seed, label_smoothing=0.0)
-        dist = Distiller(model, self.teacher, DistillConfig(temperature=4.0, alpha=0.9), self.device,
-                         self.data.example_input())
+        trial.set_user_attr("macs", count_macs(build_model(copy.deepcopy(spec)), self.data.input_shape))
 
         def prune_hopeless(rec: dict[str, float]) -> None:
             floor = self.cfg.min_first_epoch_accuracy
@@ -173,11 +184,8 @@ class _Objective:
                 raise optuna.TrialPruned(f"proxy accuracy {rec['val_acc']:.3f} after one epoch")
 
         t0 = time.perf_counter()
-        try:
-            result = fit(model, self.train, self.val, tc, self.device, loss_fn=dist.loss_fn(),
-                         description=f"trial {trial.number}", on_epoch=prune_hopeless)
-        finally:
-            dist.close()
+        model, accuracy = proxy_train(spec, self.teacher, self.data, self.cfg, self.device, on_epoch=prune_hopeless,
+                                      description=f"trial {trial.number}")
         folder = self.out / "trials" / f"{trial.number:04d}"
         folder.mkdir(parents=True, exist_ok=True)
         int8 = folder / "int8.onnx"
@@ -186,7 +194,7 @@ class _Objective:
         lat = side_by_side({"int8": int8}, self.data.input_shape, runs=self.cfg.latency_runs, rounds=1,
                            warmup=10)["int8"]["latency_ms_p50"]
         trial.set_user_attr("train_seconds", round(time.perf_counter() - t0, 1))
-        return float(result.best_val_accuracy), float(lat), float(int8.stat().st_size)
+        return accuracy, float(lat), float(int8.stat().st_size)
 
 
 def open_study(storage: str, cfg: SearchConfig, create: bool) -> Any:
