@@ -13,6 +13,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from drivecompress.cli import main
+
 
 def _worker(out, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -159,3 +161,12 @@ def test_resnet_space_can_put_a_block_at_full_resolution_in_front():
     assert front["stages"][0] == {"stride": 1, "out": 16, "mids": [16], "projection": False}
     assert front["stages"][1:] == plain["stages"] and plain["stages"][0]["stride"] == 2
     assert build_model(front).eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 43)
+
+
+def test_search_proxy_length_flags_are_checked(tmp_path, capsys):
+    """--proxy-epochs / --proxy-images reach the config; nonsense is one line, exit 2, nothing written."""
+    out = tmp_path / "s"
+    assert main(["search", "--out", str(out), "--proxy-epochs", "0"]) == 2
+    assert "--proxy-epochs must be >= 1" in capsys.readouterr().err and not out.exists()
+    assert main(["search", "--out", str(out), "--proxy-images", "8"]) == 2
+    assert "--proxy-images >= 16" in capsys.readouterr().err and not out.exists()
