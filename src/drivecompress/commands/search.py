@@ -9,12 +9,12 @@ from typing import Any
 from drivecompress.commands.base import command
 
 
-@command("search", "Search ResNet-family architectures for this CPU: each trial trains a sampled network briefly "
-         "with distillation from --teacher (the proxy), quantizes it to int8 and measures its batch-1 latency on "
-         "ONNX Runtime; Optuna's NSGA-II trades proxy accuracy, latency and size. Several processes given the "
-         "same --storage are workers on one study (SQLite file on one host, PostgreSQL URL across hosts); a "
-         "killed worker's trial is retried. Writes DIR/pareto.json and DIR/report.html (Pareto front, "
-         "latencies re-measured serially).")
+@command("search", "Search network architectures (ResNet and MobileNetV2 families) for this CPU: each trial "
+         "trains a sampled network briefly with distillation from --teacher (the proxy), quantizes it to int8 and "
+         "measures its batch-1 latency on ONNX Runtime; Optuna's NSGA-II trades proxy accuracy, latency and size. "
+         "Several processes given the same --storage are workers on one study (SQLite file on one host, "
+         "PostgreSQL URL across hosts); a killed worker's trial is retried. Writes DIR/pareto.json and "
+         "DIR/report.html (Pareto front, latencies re-measured serially).")
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default="baseline", help="checkpoint folder or 'baseline' (default)")
     p.add_argument("--out", required=True, type=Path, help="search folder (trials, study.db, report)")

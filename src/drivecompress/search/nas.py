@@ -1,7 +1,8 @@
 """Architecture search with Optuna: networks designed for the runtime instead of pruned into it.
 
-Each trial samples a ResNet-family network (stem width, where the resolution first drops, per-stage widths in
-multiples of 16 — the CPU's channel blocks — and depths), trains it briefly with distillation from the teacher
+Each trial samples a network of one of two families, ResNet basic blocks or MobileNetV2 inverted residuals (stem
+width, where the resolution first drops, per-stage widths in multiples of 16 — the CPU's channel blocks —, depths,
+and for MobileNetV2 expansion ratios and kernel sizes), trains it briefly with distillation from the teacher
 on a subset (the *proxy*), quantizes it to int8 and measures its batch-1 latency on ONNX Runtime on this CPU.
 Three objectives — proxy accuracy (max), int8 latency (min), int8 size (min) — go to Optuna's NSGA-II; a trial
 whose proxy accuracy after its first epoch is hopeless is pruned.
