@@ -164,7 +164,7 @@ def test_resnet_space_can_put_a_block_at_full_resolution_in_front():
 
 
 def test_search_proxy_length_flags_are_checked(tmp_path, capsys):
-    """--proxy-epochs / --proxy-images reach the config; nonsense is one line, exit 2, nothing written."""
+    """--proxy-epochs / --proxy-images below their minimum: one line, exit 2, nothing written."""
     out = tmp_path / "s"
     assert main(["search", "--out", str(out), "--proxy-epochs", "0"]) == 2
     assert "--proxy-epochs must be >= 1" in capsys.readouterr().err and not out.exists()
