@@ -163,10 +163,17 @@ def test_resnet_space_can_put_a_block_at_full_resolution_in_front():
     assert build_model(front).eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 43)
 
 
-def test_search_proxy_length_flags_are_checked(tmp_path, capsys):
-    """--proxy-epochs / --proxy-images below their minimum: one line, exit 2, nothing written."""
+def test_search_flags_are_checked_by_the_config_and_named(tmp_path, capsys):
+    """A search flag outside SearchConfig's bounds: one line naming that flag, the bound and the value, exit 2,
+    nothing written; the bounds live only in the config (commands/base.py config_from_flags)."""
     out = tmp_path / "s"
-    assert main(["search", "--out", str(out), "--proxy-epochs", "0"]) == 2
-    assert "--proxy-epochs must be >= 1" in capsys.readouterr().err and not out.exists()
-    assert main(["search", "--out", str(out), "--proxy-images", "8"]) == 2
-    assert "--proxy-images >= 16" in capsys.readouterr().err and not out.exists()
+    for flag, value, expected in (
+            ("--proxy-epochs", "0", "--proxy-epochs: must be greater than or equal to 1 (got 0)"),
+            ("--proxy-images", "8", "--proxy-images: must be greater than or equal to 16 (got 8)"),
+            ("--trials", "0", "--trials: must be greater than or equal to 1 (got 0)"),
+            ("--budget-minutes", "0", "--budget-minutes: must be greater than 0 (got 0.0)"),
+            ("--min-speedup", "-1", "--min-speedup: must be greater than 0 (got -1.0)"),
+            ("--final-epochs", "0", "--final-epochs: must be greater than or equal to 1 (got 0)")):
+        assert main(["search", "--out", str(out), flag, value]) == 2
+        assert capsys.readouterr().err.strip() == f"drivecompress: error: {expected}"
+        assert not out.exists()

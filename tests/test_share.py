@@ -184,3 +184,6 @@ def test_pack_cli_archives_a_shared_checkpoint_and_refuses_an_unshared_one(tmp_p
     capsys.readouterr()
     assert main(["pack", str(plain), "--out", str(tmp_path / "p.dcz")]) == 2
     assert "not weight-shared" in capsys.readouterr().err and not (tmp_path / "p.dcz").exists()
+    assert main(["pack", str(shared), "--out", str(tmp_path / "b.dcz"), "--conv-bits", "9"]) == 2
+    assert capsys.readouterr().err.strip() == ("drivecompress: error: --conv-bits: must be less than or equal to 8 "
+                                               "(got 9)") and not (tmp_path / "b.dcz").exists()

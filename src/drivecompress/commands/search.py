@@ -22,7 +22,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-minutes", type=float, help="stop this worker after M minutes")
     p.add_argument("--storage", help="Optuna RDB URL shared by the workers (default sqlite:///DIR/study.db)")
     p.add_argument("--resume", action="store_true", help="join/continue the existing study (it must exist)")
-    p.add_argument("--finalists", type=int, default=0, metavar="K",
+    p.add_argument("--finalists", type=int, metavar="K",
                    help="then train the K Pareto candidates with the best proxy accuracy fully (distillation + QAT), "
                         "measure and gate them like compress (DIR/finalists/NNNN/run); the fastest passed one's "
                         "recipe is written to DIR/recipe.yaml. With --resume and --trials at most the study's finished "
@@ -40,29 +40,21 @@ def _args(p: argparse.ArgumentParser) -> None:
 @_args.bind
 def _run(a: argparse.Namespace) -> dict[str, Any]:
     from drivecompress.api import as_data, as_model
+    from drivecompress.commands.base import config_from_flags
     from drivecompress.errors import BadInputError
     from drivecompress.search.nas import SearchConfig, search
     from drivecompress.utils.device import select_device
 
-    if a.trials is not None and a.trials < 1:
-        raise BadInputError("--trials must be >= 1")
-    if a.budget_minutes is not None and a.budget_minutes <= 0:
-        raise BadInputError("--budget-minutes must be > 0")
-    if (a.proxy_epochs is not None and a.proxy_epochs < 1) or (a.proxy_images is not None and a.proxy_images < 16):
-        raise BadInputError("--proxy-epochs must be >= 1 and --proxy-images >= 16")
+    flags = {"trials": "--trials", "budget_minutes": "--budget-minutes", "finalists": "--finalists",
+             "min_speedup": "--min-speedup", "final_epochs": "--final-epochs", "proxy_epochs": "--proxy-epochs",
+             "proxy_images": "--proxy-images"}
+    cfg = config_from_flags(SearchConfig.quick_config if a.quick else SearchConfig, flags,
+                            **{k: getattr(a, k) for k in flags})
     teacher = as_model(a.teacher)
     if teacher.module is None:
         raise BadInputError(f"--teacher {a.teacher}: must be a checkpoint folder (distillation needs the module)")
     data = as_data(a.data)
     teacher.check_against(data)
-    if a.finalists < 0 or (a.min_speedup is not None and a.min_speedup <= 0):
-        raise BadInputError("--finalists must be >= 0 and --min-speedup > 0")
-    if a.final_epochs is not None and a.final_epochs < 2:
-        raise BadInputError("--final-epochs must be >= 2")
-    kw = {k: v for k, v in (("trials", a.trials), ("budget_minutes", a.budget_minutes), ("finalists", a.finalists),
-                            ("min_speedup", a.min_speedup), ("final_epochs", a.final_epochs),
-                            ("proxy_epochs", a.proxy_epochs), ("proxy_images", a.proxy_images)) if v is not None}
-    cfg = SearchConfig.quick_config(**kw) if a.quick else SearchConfig(**kw)
     doc = search(teacher.module, data, a.out, cfg, storage=a.storage, resume=a.resume, device=select_device(a.device))
     best = max(doc["pareto"], key=lambda r: r["proxy_accuracy"]) if doc["pareto"] else {}
     res = {"report": str(a.out / "report.html"), "trials": doc["trials"], "pareto_size": len(doc["pareto"]),

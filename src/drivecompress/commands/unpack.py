@@ -39,19 +39,17 @@ def _pack_args(p: argparse.ArgumentParser) -> None:
 
 @_pack_args.bind
 def _pack(a: argparse.Namespace) -> dict[str, Any]:
-    from pydantic import ValidationError
-
     from drivecompress.api import as_model
+    from drivecompress.commands.base import config_from_flags
     from drivecompress.errors import BadInputError
     from drivecompress.share.dcz import read_dcz, size_table, write_dcz
     from drivecompress.share.kmeans import ShareConfig
 
     if a.out.exists():
         raise BadInputError(f"{a.out}: already exists; choose another --out")
-    try:
-        cfg = ShareConfig(conv_bits=a.conv_bits, linear_bits=a.linear_bits, index_bits=a.index_bits)
-    except ValidationError as exc:
-        raise BadInputError(f"--conv-bits/--linear-bits/--index-bits: {exc.errors()[0]['msg']}") from exc
+    cfg = config_from_flags(ShareConfig, {"conv_bits": "--conv-bits", "linear_bits": "--linear-bits",
+                                          "index_bits": "--index-bits"},
+                            conv_bits=a.conv_bits, linear_bits=a.linear_bits, index_bits=a.index_bits)
     model = as_model(a.model)
     if model.module is None:
         raise BadInputError(f"{a.model}: an .onnx file has no shared layers to pack; give a checkpoint folder")
