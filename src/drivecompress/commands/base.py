@@ -25,21 +25,21 @@ def command(name: str, help_text: str):
     return deco
 
 
-
-
-def config_from_flags(cls: Any, flags: dict[str, str], **values: Any) -> Any:
-    """Build the pydantic config ``cls`` from flag values, so its bounds stay the only ones (API and CLI alike),
-    while a refused value is reported under the flag the user typed: ``--proxy-epochs: must be >= 1 (got 0)``.
-    ``flags`` maps field name to flag; ``None`` values are left to the config's defaults."""
+def config_from_flags(cls: Any, args: argparse.Namespace, fields: tuple[str, ...]) -> Any:
+    """Build the pydantic config ``cls`` from the flags named like its ``fields`` (``proxy_epochs`` is
+    ``--proxy-epochs``), so its bounds stay the only ones (API and CLI alike), while a refused value is reported
+    under the flag the user typed: ``--proxy-epochs: must be greater than or equal to 1 (got 0)``. Flags left
+    unset (``None``) keep the config's defaults."""
     from pydantic import ValidationError
 
     from drivecompress.errors import BadInputError
 
+    values = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
     try:
-        return cls(**{k: v for k, v in values.items() if v is not None})
+        return cls(**values)
     except ValidationError as exc:
         e = exc.errors()[0]
         field = str(e["loc"][0]) if e["loc"] else ""
         msg = e["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
-        where = flags.get(field) or "/".join(flags[k] for k in values if values[k] is not None and k in flags)
+        where = "/".join("--" + f.replace("_", "-") for f in ([field] if field else values))
         raise BadInputError(f"{where}: {msg}" + (f" (got {e['input']!r})" if field else "")) from exc

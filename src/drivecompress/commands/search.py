@@ -45,11 +45,9 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     from drivecompress.search.nas import SearchConfig, search
     from drivecompress.utils.device import select_device
 
-    flags = {"trials": "--trials", "budget_minutes": "--budget-minutes", "finalists": "--finalists",
-             "min_speedup": "--min-speedup", "final_epochs": "--final-epochs", "proxy_epochs": "--proxy-epochs",
-             "proxy_images": "--proxy-images"}
-    cfg = config_from_flags(SearchConfig.quick_config if a.quick else SearchConfig, flags,
-                            **{k: getattr(a, k) for k in flags})
+    cfg = config_from_flags(SearchConfig.quick_config if a.quick else SearchConfig, a,
+                            ("trials", "budget_minutes", "finalists", "min_speedup", "final_epochs", "proxy_epochs",
+                             "proxy_images"))
     teacher = as_model(a.teacher)
     if teacher.module is None:
         raise BadInputError(f"--teacher {a.teacher}: must be a checkpoint folder (distillation needs the module)")

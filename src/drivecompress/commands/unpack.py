@@ -47,9 +47,7 @@ def _pack(a: argparse.Namespace) -> dict[str, Any]:
 
     if a.out.exists():
         raise BadInputError(f"{a.out}: already exists; choose another --out")
-    cfg = config_from_flags(ShareConfig, {"conv_bits": "--conv-bits", "linear_bits": "--linear-bits",
-                                          "index_bits": "--index-bits"},
-                            conv_bits=a.conv_bits, linear_bits=a.linear_bits, index_bits=a.index_bits)
+    cfg = config_from_flags(ShareConfig, a, ("conv_bits", "linear_bits", "index_bits"))
     model = as_model(a.model)
     if model.module is None:
         raise BadInputError(f"{a.model}: an .onnx file has no shared layers to pack; give a checkpoint folder")
