@@ -100,7 +100,7 @@ def test_train_cli_quick_run_and_no_overwrite(tmp_path, capsys):
     ("argv", "needle"),
     [
         (["eval", "/no/such/model"], "model not found"),
-        (["train", "--out", "/tmp/x", "--epochs", "0"], "must be positive"),
+        (["train", "--out", "/tmp/x", "--epochs", "0"], "--epochs: must be greater than or equal to 1"),
         (["train", "--out", "/tmp/x", "--class-balance", "2"], "--class-balance"),
         (["train", "--out", "/tmp/x", "--scale-min", "0"], "--scale-min"),
         (["bench", "baseline", "--runs", "0"], "--runs"),
@@ -115,6 +115,36 @@ def test_bad_input_exit_2_one_line(argv, needle, capsys):
         assert code in (0, 2)
         return
     assert code == 2 and len(err) == 1 and needle in err[0]
+
+
+def test_train_flags_are_checked_by_train_config_and_named(tmp_path, capsys):
+    """drivecompress train's bounds are TrainConfig's own (the API refuses the same values): one line naming
+    the flag, the bound and the value, exit 2, nothing written."""
+    out = tmp_path / "ck"
+    for argv, expected in (
+            (["--batch-size", "0"], "--batch-size: must be greater than or equal to 1 (got 0)"),
+            (["--lr", "0"], "--lr: must be greater than 0 (got 0.0)"),
+            (["--label-smoothing", "1"], "--label-smoothing: must be less than 1 (got 1.0)"),
+            (["--max-batches", "0"], "--max-batches-per-epoch: must be greater than or equal to 1 (got 0)"),
+            (["--scale-min", "2"], "--scale-min: must be less than or equal to 1.1 (got 2.0)"),
+            (["--epochs", "3", "--swa-epochs", "3"], "--swa-epochs (3) must be fewer than --epochs (3)")):
+        assert main(["train", "--out", str(out), *argv]) == 2
+        assert capsys.readouterr().err.strip() == f"drivecompress: error: {expected}"
+        assert not out.exists()
+
+
+def test_train_config_refuses_out_of_range_values_in_the_api():
+    from pydantic import ValidationError
+
+    from drivecompress.data.transforms import AugmentConfig
+    from drivecompress.train.loop import TrainConfig
+
+    for bad in ({"epochs": 0}, {"lr": -0.1}, {"class_balance": 1.5}, {"epochs": 2, "swa_epochs": 2}):
+        with pytest.raises(ValidationError):
+            TrainConfig(**bad)
+    with pytest.raises(ValidationError):
+        AugmentConfig(scale_min=0)
+    assert TrainConfig(epochs=2, swa_epochs=1).augment_cfg == AugmentConfig()
 
 
 def test_gate_command_passes_an_equal_model_and_refuses_a_worse_one(tmp_path, capsys, data):

@@ -25,21 +25,27 @@ def command(name: str, help_text: str):
     return deco
 
 
-def config_from_flags(cls: Any, args: argparse.Namespace, fields: tuple[str, ...]) -> Any:
+def config_from_flags(cls: Any, args: argparse.Namespace, fields: tuple[str, ...], **extra: Any) -> Any:
     """Build the pydantic config ``cls`` from the flags named like its ``fields`` (``proxy_epochs`` is
     ``--proxy-epochs``), so its bounds stay the only ones (API and CLI alike), while a refused value is reported
     under the flag the user typed: ``--proxy-epochs: must be greater than or equal to 1 (got 0)``. Flags left
-    unset (``None``) keep the config's defaults."""
+    unset (``None``) keep the config's defaults; ``extra`` are values that come from no flag of that name. A
+    rule across fields (no location) has its field names written as flags."""
+    import re
+
     from pydantic import ValidationError
 
     from drivecompress.errors import BadInputError
 
     values = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
     try:
-        return cls(**values)
+        return cls(**values, **extra)
     except ValidationError as exc:
         e = exc.errors()[0]
         field = str(e["loc"][0]) if e["loc"] else ""
         msg = e["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
-        where = "/".join("--" + f.replace("_", "-") for f in ([field] if field else values))
-        raise BadInputError(f"{where}: {msg}" + (f" (got {e['input']!r})" if field else "")) from exc
+        if not field:
+            msg = re.sub(r"\b(" + "|".join(map(re.escape, values)) + r")\b",
+                         lambda m: "--" + m.group(1).replace("_", "-"), msg) if values else msg
+            raise BadInputError(msg) from exc
+        raise BadInputError(f"--{field.replace('_', '-')}: {msg} (got {e['input']!r})") from exc

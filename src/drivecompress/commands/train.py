@@ -42,45 +42,38 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of tracks held out for validation")
     p.add_argument("--subset", type=int, help="train on a random subset of N images (quick runs)")
-    p.add_argument("--max-batches", type=int, help="cap batches per epoch (quick runs)")
+    p.add_argument("--max-batches", "--max-batches-per-epoch", dest="max_batches_per_epoch", type=int,
+                   help="cap batches per epoch (quick runs)")
     p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in --out")
     p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
                    help="data-parallel training in N local processes (torchrun, gloo on CPU / NCCL on GPU); "
                         "--batch-size stays the global batch. Several machines: see README")
 
 
+_TRAIN_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "label_smoothing", "amp",
+                "seed", "max_batches_per_epoch", "class_balance", "swa_epochs", "swa_lr")
+"""The flags that are TrainConfig's fields, under the same names."""
+
+
 @_args.bind
 def _run(a: argparse.Namespace) -> dict[str, Any]:
+    from drivecompress.commands.base import config_from_flags
     from drivecompress.data.transforms import AugmentConfig
     from drivecompress.errors import BadInputError
     from drivecompress.train.loop import TrainConfig
     from drivecompress.train.run import TrainJob, train_model
 
-    if a.epochs < 1 or a.batch_size < 1 or a.lr <= 0:
-        raise BadInputError("--epochs, --batch-size and --lr must be positive")
-    if not 0 < a.scale_min <= 1.1:
-        raise BadInputError(f"--scale-min must be in (0, 1.1], got {a.scale_min}")
-    if not 0 <= a.class_balance <= 1:
-        raise BadInputError(f"--class-balance must be in [0, 1], got {a.class_balance}")
-    if not 0 <= a.swa_epochs < a.epochs or a.swa_lr <= 0:
-        raise BadInputError(f"--swa-epochs must be in [0, --epochs) and --swa-lr positive, got "
-                            f"{a.swa_epochs} and {a.swa_lr}")
     if not 0 < a.val_fraction < 1:
-        raise BadInputError(f"--val-fraction must be in (0, 1), got {a.val_fraction}")
+        raise BadInputError(f"--val-fraction: must be in (0, 1) (got {a.val_fraction})")
     if not 0 < a.width <= 8:
-        raise BadInputError(f"--width must be in (0, 8], got {a.width}")
-    if a.weight_decay < 0 or not 0 <= a.label_smoothing < 1:
-        raise BadInputError("--weight-decay must be >= 0 and --label-smoothing in [0, 1)")
-    if (a.subset is not None and a.subset < 1) or (a.max_batches is not None and a.max_batches < 1):
-        raise BadInputError("--subset and --max-batches must be >= 1")
+        raise BadInputError(f"--width: must be in (0, 8] (got {a.width})")
+    if a.subset is not None and a.subset < 1:
+        raise BadInputError(f"--subset: must be >= 1 (got {a.subset})")
     if a.nproc_per_node < 1:
-        raise BadInputError(f"--nproc-per-node must be >= 1, got {a.nproc_per_node}")
-    cfg = TrainConfig(
-        epochs=a.epochs, batch_size=a.batch_size, optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay,
-        schedule=a.schedule, label_smoothing=a.label_smoothing, augment=not a.no_augment, amp=a.amp,
-        seed=a.seed, max_batches_per_epoch=a.max_batches, class_balance=a.class_balance,
-        augment_cfg=AugmentConfig(scale_min=a.scale_min), swa_epochs=a.swa_epochs, swa_lr=a.swa_lr,
-    )
+        raise BadInputError(f"--nproc-per-node: must be >= 1 (got {a.nproc_per_node})")
+    # the training bounds are TrainConfig's and AugmentConfig's own (the API refuses the same values)
+    aug = config_from_flags(AugmentConfig, a, ("scale_min",))
+    cfg = config_from_flags(TrainConfig, a, _TRAIN_FLAGS, augment=not a.no_augment, augment_cfg=aug)
     job = TrainJob(out=a.out, arch=a.arch, width=a.width, per_image_norm=a.norm == "per-image", data=a.data,
                    device=a.device, val_fraction=a.val_fraction, subset=a.subset, overwrite=a.overwrite,
                    command="drivecompress " + shlex.join(sys.argv[1:]))

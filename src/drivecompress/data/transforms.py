@@ -10,18 +10,20 @@ which would turn "keep left" into "keep right".
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Ranges of the random augmentation; the defaults are the ones the shipped baseline was trained with."""
+    """Ranges of the random augmentation; the defaults are the ones the shipped baseline was trained with
+    (a pydantic dataclass: bounds checked on construction)."""
 
-    scale_min: float = 0.55
+    scale_min: float = Field(0.55, gt=0, le=1.1)
     scale_max: float = 1.1
     rotate_deg: float = 12.0
     shift_px: float = 1.5

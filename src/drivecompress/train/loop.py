@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from drivecompress.data.dataset import LabeledImages
 from drivecompress.data.transforms import AugmentConfig, augment_batch, to_tensor_batch
@@ -28,29 +30,36 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss_fn(logits, labels, images) -> loss``; images let a distillation loss query its teacher."""
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of one training run (defaults: the shipped baseline's recipe)."""
+    """Hyper-parameters of one training run (defaults: the shipped baseline's recipe). A pydantic dataclass:
+    its bounds are checked on construction, so the API and the CLI (``drivecompress train``) refuse the same
+    values with the same message."""
 
-    epochs: int = 30
-    batch_size: int = 128
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.1
-    weight_decay: float = 5e-4
+    lr: float = Field(0.1, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
     schedule: Literal["onecycle", "cosine"] = "onecycle"
-    warmup_frac: float = 0.15
-    label_smoothing: float = 0.1
+    warmup_frac: float = Field(0.15, ge=0, lt=1)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
     augment: bool = True
     augment_cfg: AugmentConfig = field(default_factory=AugmentConfig)
     amp: Literal["auto", "off", "bf16"] = "auto"
     channels_last: bool = True
     seed: int = 0
-    eval_batch_size: int = 512
-    max_batches_per_epoch: int | None = None
-    class_balance: float = 0.0
-    swa_epochs: int = 0
-    swa_lr: float = 0.03
+    eval_batch_size: int = Field(512, ge=1)
+    max_batches_per_epoch: int | None = Field(None, ge=1)
+    class_balance: float = Field(0.0, ge=0, le=1)
+    swa_epochs: int = Field(0, ge=0)
+    swa_lr: float = Field(0.03, gt=0)
 
+    @model_validator(mode="after")
+    def _swa_within_epochs(self) -> TrainConfig:
+        if self.swa_epochs >= self.epochs:
+            raise ValueError(f"swa_epochs ({self.swa_epochs}) must be fewer than epochs ({self.epochs})")
+        return self
 
 
 @dataclass
