@@ -63,18 +63,12 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     from drivecompress.train.loop import TrainConfig
     from drivecompress.train.run import TrainJob, train_model
 
-    if not 0 < a.val_fraction < 1:
-        raise BadInputError(f"--val-fraction: must be in (0, 1) (got {a.val_fraction})")
-    if not 0 < a.width <= 8:
-        raise BadInputError(f"--width: must be in (0, 8] (got {a.width})")
-    if a.subset is not None and a.subset < 1:
-        raise BadInputError(f"--subset: must be >= 1 (got {a.subset})")
     if a.nproc_per_node < 1:
         raise BadInputError(f"--nproc-per-node: must be >= 1 (got {a.nproc_per_node})")
-    # the training bounds are TrainConfig's and AugmentConfig's own (the API refuses the same values)
+    # the bounds are TrainConfig's, AugmentConfig's and TrainJob's own (the API refuses the same values)
     aug = config_from_flags(AugmentConfig, a, ("scale_min",))
     cfg = config_from_flags(TrainConfig, a, _TRAIN_FLAGS, augment=not a.no_augment, augment_cfg=aug)
-    job = TrainJob(out=a.out, arch=a.arch, width=a.width, per_image_norm=a.norm == "per-image", data=a.data,
-                   device=a.device, val_fraction=a.val_fraction, subset=a.subset, overwrite=a.overwrite,
-                   command="drivecompress " + shlex.join(sys.argv[1:]))
+    job = config_from_flags(TrainJob, a, ("out", "arch", "width", "data", "device", "val_fraction", "subset",
+                                         "overwrite"), per_image_norm=a.norm == "per-image",
+                            command="drivecompress " + shlex.join(sys.argv[1:]))
     return train_model(job, cfg)

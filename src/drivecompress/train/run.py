@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 from drivecompress.data.api import Data
 from drivecompress.data.dataset import channel_stats
@@ -23,16 +25,17 @@ from drivecompress.utils.runlock import RunLock
 
 @dataclass(frozen=True)
 class TrainJob:
-    """Everything ``drivecompress train`` needs besides the loop's hyper-parameters."""
+    """Everything ``drivecompress train`` needs besides the loop's hyper-parameters (a pydantic dataclass: its
+    bounds are the CLI's too)."""
 
     out: Path
     arch: str = "resnet"
-    width: float = 1.0
+    width: float = Field(1.0, gt=0, le=8)
     per_image_norm: bool = True
     data: str | None = None
     device: str | None = None
-    val_fraction: float = 0.1
-    subset: int | None = None
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    subset: int | None = Field(None, ge=1)
     overwrite: bool = False
     command: str | None = None
 
