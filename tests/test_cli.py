@@ -142,9 +142,30 @@ def test_train_config_refuses_out_of_range_values_in_the_api():
     for bad in ({"epochs": 0}, {"lr": -0.1}, {"class_balance": 1.5}, {"epochs": 2, "swa_epochs": 2}):
         with pytest.raises(ValidationError):
             TrainConfig(**bad)
-    with pytest.raises(ValidationError):
-        AugmentConfig(scale_min=0)
+    for bad in ({"scale_min": 0}, {"scale_min": 1.0, "scale_max": 0.9}, {"rotate_deg": -1}, {"shift_px": -1},
+                {"brightness": (0.0, 1.5)}, {"gamma": (1.4, 0.7)}, {"channel_gain": 1.0}, {"blur_prob": 1.5},
+                {"blur_sigma_max": -0.1}):
+        with pytest.raises(ValidationError):
+            AugmentConfig(**bad)
+    with pytest.raises(ValidationError, match=r"gamma must be a range \(low, high\) with 0 < low <= high"):
+        AugmentConfig(gamma=(1.4, 0.7))
     assert TrainConfig(epochs=2, swa_epochs=1).augment_cfg == AugmentConfig()
+
+
+def test_config_from_flags_names_a_value_from_no_flag_by_its_field():
+    """A refused value the caller passed (not a flag) must not be reported under a flag that does not exist."""
+    import argparse
+
+    from drivecompress.commands.base import config_from_flags
+    from drivecompress.errors import BadInputError
+    from drivecompress.train.loop import TrainConfig
+
+    args = argparse.Namespace(epochs=None)
+    with pytest.raises(BadInputError, match=r"^TrainConfig\.batch_size: must be greater than or equal to 1"):
+        config_from_flags(TrainConfig, args, ("epochs",), batch_size=0)
+    args.epochs = 0
+    with pytest.raises(BadInputError, match=r"^--epochs: must be greater than or equal to 1 \(got 0\)$"):
+        config_from_flags(TrainConfig, args, ("epochs",))
 
 
 def test_gate_command_passes_an_equal_model_and_refuses_a_worse_one(tmp_path, capsys, data):

@@ -29,8 +29,9 @@ def config_from_flags(cls: Any, args: argparse.Namespace, fields: tuple[str, ...
     """Build the pydantic config ``cls`` from the flags named like its ``fields`` (``proxy_epochs`` is
     ``--proxy-epochs``), so its bounds stay the only ones (API and CLI alike), while a refused value is reported
     under the flag the user typed: ``--proxy-epochs: must be greater than or equal to 1 (got 0)``. Flags left
-    unset (``None``) keep the config's defaults; ``extra`` are values that come from no flag of that name. A
-    rule across fields (no location) has its field names written as flags."""
+    unset (``None``) keep the config's defaults; ``extra`` are values that come from no flag of that name (a
+    refused one is named ``Config.field``). A rule across fields (no location) has its field names written as
+    flags."""
     import re
 
     from pydantic import ValidationError
@@ -48,4 +49,6 @@ def config_from_flags(cls: Any, args: argparse.Namespace, fields: tuple[str, ...
             msg = re.sub(r"\b(" + "|".join(map(re.escape, values)) + r")\b",
                          lambda m: "--" + m.group(1).replace("_", "-"), msg) if values else msg
             raise BadInputError(msg) from exc
-        raise BadInputError(f"--{field.replace('_', '-')}: {msg} (got {e['input']!r})") from exc
+        # a value from ``extra`` has no flag of its name: report it under the config's field
+        name = f"--{field.replace('_', '-')}" if field in values else f"{cls.__name__}.{field}"
+        raise BadInputError(f"{name}: {msg} (got {e['input']!r})") from exc

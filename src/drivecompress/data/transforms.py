@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
 
@@ -24,14 +24,26 @@ class AugmentConfig:
     (a pydantic dataclass: bounds checked on construction)."""
 
     scale_min: float = Field(0.55, gt=0, le=1.1)
-    scale_max: float = 1.1
-    rotate_deg: float = 12.0
-    shift_px: float = 1.5
+    scale_max: float = Field(1.1, gt=0, le=4)
+    rotate_deg: float = Field(12.0, ge=0, le=180)
+    shift_px: float = Field(1.5, ge=0)
     brightness: tuple[float, float] = (0.6, 1.5)
     gamma: tuple[float, float] = (0.7, 1.4)
-    channel_gain: float = 0.08
-    blur_prob: float = 0.3
-    blur_sigma_max: float = 0.8
+    channel_gain: float = Field(0.08, ge=0, lt=1, description="a channel's gain is 1 +- this (colour cast)")
+    blur_prob: float = Field(0.3, ge=0, le=1)
+    blur_sigma_max: float = Field(0.8, ge=0)
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> AugmentConfig:
+        """A range is (low, high) with 0 < low <= high: a zero or negative brightness or gamma blanks or
+        inverts an image instead of varying it."""
+        if self.scale_min > self.scale_max:
+            raise ValueError(f"scale_min ({self.scale_min}) must not exceed scale_max ({self.scale_max})")
+        for name in ("brightness", "gamma"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must be a range (low, high) with 0 < low <= high (got ({lo}, {hi}))")
+        return self
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int = 2) -> torch.Tensor:
