@@ -177,3 +177,14 @@ def test_search_flags_are_checked_by_the_config_and_named(tmp_path, capsys):
         assert main(["search", "--out", str(out), flag, value]) == 2
         assert capsys.readouterr().err.strip() == f"drivecompress: error: {expected}"
         assert not out.exists()
+
+
+def test_budget_minutes_stops_a_trial_during_its_proxy_training(tmp_path, capsys):
+    """Optuna's timeout waits for a running trial; the budget is also checked after each proxy epoch, so a
+    worker whose budget ran out stops within one epoch, its trial pruned and marked, not counted as complete."""
+    out = tmp_path / "s"
+    assert main(["search", "--out", str(out), "--quick", "--json", "--trials", "3", "--budget-minutes", "0.0001"]) == 0
+    capsys.readouterr()
+    trials = _study(out).trials
+    assert len(trials) == 1
+    assert trials[0].state == TrialState.PRUNED and trials[0].user_attrs["stopped_by_budget"] == 1

@@ -19,7 +19,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default="baseline", help="checkpoint folder or 'baseline' (default)")
     p.add_argument("--out", required=True, type=Path, help="search folder (trials, study.db, report)")
     p.add_argument("--trials", type=int, help="finished trials in the study, all workers together (default 40)")
-    p.add_argument("--budget-minutes", type=float, help="stop this worker after M minutes")
+    p.add_argument("--budget-minutes", type=float,
+                   help="stop this worker after M minutes (checked after every proxy epoch: a trial still training "
+                        "then is pruned and marked stopped_by_budget)")
     p.add_argument("--storage", help="Optuna RDB URL shared by the workers (default sqlite:///DIR/study.db)")
     p.add_argument("--resume", action="store_true", help="join/continue the existing study (it must exist)")
     p.add_argument("--finalists", type=int, metavar="K",

@@ -50,7 +50,9 @@ class SearchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     trials: int = Field(40, ge=1, description="finished trials in the study (all workers together)")
-    budget_minutes: float | None = Field(None, gt=0, description="stop this worker after this long")
+    budget_minutes: float | None = Field(None, gt=0, description="stop this worker after this long (checked "
+                                          "after every proxy epoch; a trial cut short is pruned and marked "
+                                          "stopped_by_budget)")
     proxy_images: int = Field(6000, ge=16)
     proxy_epochs: int = Field(3, ge=1)
     val_images: int = Field(2000, ge=16)
@@ -170,6 +172,9 @@ class _Objective:
     def __init__(self, teacher: nn.Module, data: Data, out: Path, cfg: SearchConfig, device: torch.device) -> None:
         self.teacher, self.data, self.out, self.cfg, self.device = teacher, data, out, cfg, device
         self.norm = teacher.spec().get("input_norm") if hasattr(teacher, "spec") else None
+        # Optuna's timeout is checked only between trials; a full-size proxy trial takes minutes, so the
+        # budget is also checked after every proxy epoch (see prune_hopeless)
+        self.deadline = time.monotonic() + cfg.budget_minutes * 60 if cfg.budget_minutes else None
 
     def __call__(self, trial: Any) -> tuple[float, float, float]:
         import optuna
@@ -179,6 +184,9 @@ class _Objective:
         trial.set_user_attr("macs", count_macs(build_model(copy.deepcopy(spec)), self.data.input_shape))
 
         def prune_hopeless(rec: dict[str, float]) -> None:
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                trial.set_user_attr("stopped_by_budget", int(rec["epoch"]))
+                raise optuna.TrialPruned(f"--budget-minutes ran out after proxy epoch {rec['epoch']}")
             floor = self.cfg.min_first_epoch_accuracy
             floor = 2.0 / self.data.num_classes if floor is None else floor
             if rec["epoch"] == 1 and rec["val_acc"] < floor:
