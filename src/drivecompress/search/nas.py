@@ -173,7 +173,7 @@ class _Objective:
         self.teacher, self.data, self.out, self.cfg, self.device = teacher, data, out, cfg, device
         self.norm = teacher.spec().get("input_norm") if hasattr(teacher, "spec") else None
         # Optuna's timeout is checked only between trials; a full-size proxy trial takes minutes, so the
-        # budget is also checked after every proxy epoch (see prune_hopeless)
+        # budget is also checked after every proxy epoch (see after_epoch)
         self.deadline = time.monotonic() + cfg.budget_minutes * 60 if cfg.budget_minutes else None
 
     def __call__(self, trial: Any) -> tuple[float, float, float]:
@@ -183,7 +183,8 @@ class _Objective:
         trial.set_user_attr("spec", spec)
         trial.set_user_attr("macs", count_macs(build_model(copy.deepcopy(spec)), self.data.input_shape))
 
-        def prune_hopeless(rec: dict[str, float]) -> None:
+        def after_epoch(rec: dict[str, float]) -> None:
+            """Prune the trial when the worker's budget ran out, or when it is hopeless after epoch 1."""
             if self.deadline is not None and time.monotonic() > self.deadline:
                 trial.set_user_attr("stopped_by_budget", int(rec["epoch"]))
                 raise optuna.TrialPruned(f"--budget-minutes ran out after proxy epoch {rec['epoch']}")
@@ -193,7 +194,7 @@ class _Objective:
                 raise optuna.TrialPruned(f"proxy accuracy {rec['val_acc']:.3f} after one epoch")
 
         t0 = time.perf_counter()
-        model, accuracy = proxy_train(spec, self.teacher, self.data, self.cfg, self.device, on_epoch=prune_hopeless,
+        model, accuracy = proxy_train(spec, self.teacher, self.data, self.cfg, self.device, on_epoch=after_epoch,
                                       description=f"trial {trial.number}")
         folder = self.out / "trials" / f"{trial.number:04d}"
         folder.mkdir(parents=True, exist_ok=True)
