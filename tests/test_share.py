@@ -138,6 +138,77 @@ def test_damaged_archives_exit_2_with_one_line(tmp_path, capsys, damage, message
     assert not out.exists()
 
 
+def _with_header(blob: bytes, edit, version: int = 2) -> bytes:
+    """The archive with its JSON header changed by ``edit`` (payload kept, checksum recomputed)."""
+    import json
+    import zlib
+
+    _, _, head_len = struct.unpack_from("<4sHI", blob)
+    header = json.loads(zlib.decompress(blob[10:10 + head_len]))
+    payload = edit(header, blob[10 + head_len:-32])
+    head = zlib.compress(json.dumps(header).encode())
+    body = struct.pack("<4sHI", b"DCZ\0", version, len(head)) + head + payload
+    return body + hashlib.sha256(body).digest()
+
+
+def _as_version_1(header: dict, payload: bytes) -> bytes:
+    """Re-code every layer with version 1's model-wide Huffman tables (stored as symbol, bits, value)."""
+    from collections import Counter
+
+    from dahuffman import HuffmanCodec
+
+    from drivecompress.share.dcz import _CODE_OFFSET, _INDEX_OFFSET, EOF, _canonical
+
+    streams = {}
+    for layer in header["layers"]:
+        for key, off in (("codes", _CODE_OFFSET), ("index", _INDEX_OFFSET)):
+            start, length = layer[key]
+            streams[layer["name"], key] = _canonical(layer["huffman"][key], off, key, None).decode(
+                payload[start:start + length])
+        del layer["huffman"]
+    tables, out = {}, bytearray()
+    for key in ("codes", "index"):
+        tables[key] = HuffmanCodec.from_frequencies(
+            Counter(s for (_, k), sym in streams.items() if k == key for s in sym), eof=EOF)
+        header.setdefault("huffman", {})[key] = [[s, b, v] for s, (b, v) in
+                                                 sorted(tables[key].get_code_table().items())]
+    for layer in header["layers"]:
+        start, length = layer["codebook"]
+        layer["codebook"] = [len(out), length]
+        out += payload[start:start + length]
+        for key in ("codes", "index"):
+            blob = tables[key].encode(streams[layer["name"], key])
+            layer[key] = [len(out), len(blob)]
+            out += blob
+    start, length = header["raw_blob"]
+    header["raw_blob"] = [len(out), length]
+    return bytes(out + payload[start:start + length])
+
+
+def test_version_1_archives_with_model_wide_tables_still_decode(tmp_path):
+    model = _sparse_shared(tiny_model("resnet"), 0.8)
+    v2 = write_dcz(tmp_path / "m.dcz", model, dc.ShareConfig())
+    v1 = tmp_path / "v1.dcz"
+    v1.write_bytes(_with_header(v2.read_bytes(), _as_version_1, version=1))
+    assert v1.read_bytes()[4] == 1
+    for (name, a), (_, b) in zip(shared_layers(read_dcz(v2).model), shared_layers(read_dcz(v1).model), strict=True):
+        assert torch.equal(a.weight, b.weight), name
+
+
+def test_malformed_code_lengths_exit_2(tmp_path, capsys):
+    good = write_dcz(tmp_path / "m.dcz", _sparse_shared(tiny_model("vgg")), dc.ShareConfig())
+
+    def kraft_over_one(header, payload):
+        header["layers"][0]["huffman"]["codes"] = [1] * len(header["layers"][0]["huffman"]["codes"])
+        return payload
+
+    bad = tmp_path / "bad.dcz"
+    bad.write_bytes(_with_header(good.read_bytes(), kraft_over_one))
+    assert main(["unpack", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Huffman code lengths are malformed" in err and len(err.splitlines()) == 1
+
+
 def test_unpack_writes_a_checkpoint_and_a_parity_checked_onnx(tmp_path, capsys):
     model = _sparse_shared(tiny_model("resnet"), 0.8)
     path = write_dcz(tmp_path / "m.dcz", model, dc.ShareConfig(), {"class_names": [str(i) for i in range(43)]},
