@@ -63,3 +63,28 @@ def test_only_the_final_fine_tune_averages(data, monkeypatch):
                              train_subset=128, batch_size=64, distill=False)
     sparsify(tiny_model("resnet"), data, cfg, device="cpu")
     assert seen == [0, 1]
+
+
+def test_finetune_keeps_a_sparse_models_zeros_unless_told_not_to(data):
+    """Learning-rate rewinding is a ``finetune`` of a pruned model: its zeros must survive the training (and the
+    weight averaging); ``keep_zeros: false`` lets them regrow; an all-zero layer is not frozen at zero."""
+    import copy
+
+    from drivecompress.prune.unstructured import UnstructuredConfig, apply_sparsity, make_permanent
+
+    sparse = tiny_model("resnet")
+    apply_sparsity(sparse, 0.7, UnstructuredConfig(sparsity=0.7))
+    make_permanent(sparse)
+    with torch.no_grad():
+        sparse.classifier.weight.zero_()  # a zero-initialised head
+    zeros = {n: m.weight == 0 for n, m in sparse.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    results = {}
+    for keep in (True, False):
+        model = copy.deepcopy(sparse)
+        cfg = FinetuneConfig(epochs=2, lr=0.05, train_subset=256, batch_size=64, swa_epochs=1, keep_zeros=keep)
+        finetune(model, data, cfg, cfg.epochs, device="cpu", average=True)
+        assert not any(hasattr(m, "weight_mask") for m in model.modules())  # masks folded in, plain weights
+        assert bool((model.classifier.weight != 0).any()), keep  # the all-zero head trained
+        results[keep] = all(bool((m.weight[zeros[n]] == 0).all()) for n, m in model.named_modules()
+                            if n in zeros)
+    assert results == {True: True, False: False}
