@@ -65,7 +65,7 @@ def test_only_the_final_fine_tune_averages(data, monkeypatch):
     assert seen == [0, 1]
 
 
-def test_finetune_keeps_a_sparse_models_zeros_unless_told_not_to(data):
+def test_finetune_keeps_a_sparse_models_zeros_unless_told_not_to(mini_data):
     """Learning-rate rewinding is a ``finetune`` of a pruned model: its zeros must survive the training (and the
     weight averaging); ``keep_zeros: false`` lets them regrow; an all-zero layer is not frozen at zero."""
     import copy
@@ -82,9 +82,31 @@ def test_finetune_keeps_a_sparse_models_zeros_unless_told_not_to(data):
     for keep in (True, False):
         model = copy.deepcopy(sparse)
         cfg = FinetuneConfig(epochs=2, lr=0.05, train_subset=256, batch_size=64, swa_epochs=1, keep_zeros=keep)
-        finetune(model, data, cfg, cfg.epochs, device="cpu", average=True)
+        finetune(model, mini_data, cfg, cfg.epochs, device="cpu", average=True)
         assert not any(hasattr(m, "weight_mask") for m in model.modules())  # masks folded in, plain weights
         assert bool((model.classifier.weight != 0).any()), keep  # the all-zero head trained
         results[keep] = all(bool((m.weight[zeros[n]] == 0).all()) for n, m in model.named_modules()
                             if n in zeros)
     assert results == {True: True, False: False}
+
+
+def test_rewinding_as_a_finetune_equals_a_second_unstructured_step(mini_data):
+    """recipes/deep-compression-rewind.yaml rewinds with ``finetune`` (zeros held); it was measured as a second
+    ``unstructured`` step at the same sparsity, which re-derives the same mask: the two train identically."""
+    import copy
+
+    from drivecompress.prune.unstructured import UnstructuredConfig, sparsify
+
+    common = dict(lr=0.05, train_subset=192, batch_size=64, swa_epochs=1, swa_lr=0.01, distill=True)
+    pruned = tiny_model("resnet")
+    ucfg = UnstructuredConfig(sparsity=0.8, include_linear=True, max_layer_sparsity=0.96, iterations=1,
+                              finetune_epochs=0, recovery_epochs=1, lr=0.01, train_subset=192, batch_size=64,
+                              distill=False)
+    sparsify(pruned, mini_data, ucfg, device="cpu")
+    a, b = copy.deepcopy(pruned), copy.deepcopy(pruned)
+    rewind = ucfg.model_copy(update={"recovery_epochs": 2, **common})
+    sparsify(a, mini_data, rewind, teacher=pruned, device="cpu", seed=3)
+    finetune(b, mini_data, FinetuneConfig(epochs=2, **common), 2, teacher=pruned, device="cpu", seed=3,
+             average=True)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
