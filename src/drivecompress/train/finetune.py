@@ -45,31 +45,31 @@ class TuningConfig(DistillConfig, StepConfig):
             raise ValueError(f"swa_epochs ({self.swa_epochs}) must be fewer than {what} ({epochs})")
 
 
-def hold_zeros(model: nn.Module, min_fraction: float = 0.01) -> int:
+def hold_zeros(model: nn.Module, min_fraction: float = 0.01) -> list[nn.Module]:
     """Mask the exact zeros of every convolution and linear weight so that training keeps them zero; returns
-    how many weights are held. Only when at least ``min_fraction`` of those weights are zero (a sparse model,
+    the layers masked. Only when at least ``min_fraction`` of those weights are zero (a sparse model,
     not a dense one with a few stray zeros), and never a layer that is all zeros (a zero-initialised head must
     still learn). Layers already under a pruning mask keep theirs. ``release_zeros`` folds the masks in."""
     layers = [m for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
     total = sum(m.weight.numel() for m in layers)
     zeros = sum(int((m.weight == 0).sum()) for m in layers)
     if not total or zeros < min_fraction * total:
-        return 0
-    held = 0
+        return []
+    held = []
     for m in layers:
         mask = m.weight.detach() != 0
         if tprune.is_pruned(m) or bool(mask.all()) or not bool(mask.any()):
             continue
         tprune.custom_from_mask(m, "weight", mask)
-        held += int((~mask).sum())
+        held.append(m)
     return held
 
 
-def release_zeros(model: nn.Module) -> None:
-    """Fold the masks ``hold_zeros`` registered into the weights (the zeros stay, the re-parametrisation goes)."""
-    for m in model.modules():
-        if hasattr(m, "weight_mask") and tprune.is_pruned(m):
-            tprune.remove(m, "weight")
+def release_zeros(layers: list[nn.Module]) -> None:
+    """Fold the masks ``hold_zeros`` put on ``layers`` into their weights (the zeros stay, the
+    re-parametrisation goes); masks that were there before are left alone."""
+    for m in layers:
+        tprune.remove(m, "weight")
 
 
 def finetune(model: nn.Module, data: Data, cfg: TuningConfig, epochs: int, *, teacher: nn.Module | None = None,
@@ -80,12 +80,13 @@ def finetune(model: nn.Module, data: Data, cfg: TuningConfig, epochs: int, *, te
     ``FinetuneConfig`` whose ``keep_zeros`` is on, a sparse model's zeros are held (``hold_zeros``)."""
     if epochs <= 0:
         return None
-    if isinstance(cfg, FinetuneConfig) and cfg.keep_zeros and hold_zeros(model):
+    held = hold_zeros(model) if isinstance(cfg, FinetuneConfig) and cfg.keep_zeros else []
+    if held:
         try:
             return finetune(model, data, cfg.model_copy(update={"keep_zeros": False}), epochs, teacher=teacher,
                             device=device, seed=seed, label=label, average=average)
         finally:
-            release_zeros(model)
+            release_zeros(held)
     dev = select_device(device) if not isinstance(device, torch.device) else device
     swa = cfg.swa_epochs if average else 0
     tc = TrainConfig(epochs=epochs, lr=cfg.lr, optimizer=cfg.optimizer, batch_size=cfg.batch_size,
