@@ -81,12 +81,14 @@ def finetune(model: nn.Module, data: Data, cfg: TuningConfig, epochs: int, *, te
     if epochs <= 0:
         return None
     held = hold_zeros(model) if isinstance(cfg, FinetuneConfig) and cfg.keep_zeros else []
-    if held:
-        try:
-            return finetune(model, data, cfg.model_copy(update={"keep_zeros": False}), epochs, teacher=teacher,
-                            device=device, seed=seed, label=label, average=average)
-        finally:
-            release_zeros(held)
+    try:
+        return _fit(model, data, cfg, epochs, teacher, device, seed, label, average)
+    finally:
+        release_zeros(held)
+
+
+def _fit(model: nn.Module, data: Data, cfg: TuningConfig, epochs: int, teacher: nn.Module | None,
+         device: torch.device | str | None, seed: int, label: str, average: bool) -> TrainResult:
     dev = select_device(device) if not isinstance(device, torch.device) else device
     swa = cfg.swa_epochs if average else 0
     tc = TrainConfig(epochs=epochs, lr=cfg.lr, optimizer=cfg.optimizer, batch_size=cfg.batch_size,
