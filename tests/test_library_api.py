@@ -122,3 +122,24 @@ def test_start_step_continues_a_user_networks_run_through_the_api(tmp_path, mini
     assert second.report["baseline"]["accuracy"] == first.report["baseline"]["accuracy"]
     assert second.report["steps"][0]["metrics"]["accuracy"] == first.report["steps"][0]["metrics"]["accuracy"]
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(second.model_path)).graph.node)
+
+
+def test_rewinding_a_user_networks_sparse_model_keeps_its_zeros(tmp_path, mini_data):
+    """A recipe of ``unstructured`` then ``finetune`` (learning-rate rewinding) on a network outside the zoo: the
+    finetune step's checkpoint has at least the zeros the pruning made (``keep_zeros``), in the same places."""
+    import torch
+
+    net = make_net("dw_seq")
+    ev = {"test_subset": 200, "latency_runs": 10, "throughput_seconds": 0.1}
+    small = {"train_subset": 128, "batch_size": 64}
+    recipe = {"evaluation": ev, "steps": [
+        {"type": "unstructured", "sparsity": 0.6, "iterations": 1, "recovery_epochs": 0, **small},
+        {"type": "finetune", "epochs": 1, "lr": 0.05, **small}]}
+    dc.compress(net, recipe, data=mini_data, out=tmp_path / "run")
+    pruned = dc.load_model(tmp_path / "run" / "steps" / "00-unstructured" / "model", template=make_net("dw_seq"))
+    rewound = dc.load_model(tmp_path / "run" / "steps" / "01-finetune" / "model", template=make_net("dw_seq"))
+    convs = [(a.weight, b.weight) for a, b in zip(pruned.modules(), rewound.modules(), strict=True)
+             if isinstance(a, torch.nn.Conv2d)]
+    assert sum(int((p == 0).sum()) for p, _ in convs) >= 0.6 * sum(p.numel() for p, _ in convs)
+    assert all(bool((r[p == 0] == 0).all()) for p, r in convs)
+    assert any(not torch.equal(p, r) for p, r in convs)  # it did train
