@@ -8,6 +8,13 @@ seed (two seeds of the same fine-tune). Each simulated candidate goes through th
 budget in points) is shown beside it.
 
     python benchmarks/bench_gate.py --a runs/ft_seed0/report.json --b runs/ft_seed1/report.json
+
+``--sweep`` asks the converse question, what agreement with the baseline a compressed model needs: for each
+discordance q (percent of test images on which the two disagree in correctness; lost and gained equally
+often, so no real loss), the refusal rate of the paired gate. ``--a`` is then the baseline's predictions
+(any report.json, or a run's ``baseline_metrics.json``) and ``--b`` is not needed:
+
+    python benchmarks/bench_gate.py --a runs/dc91/baseline_metrics.json --sweep 0.14,0.25,0.5,0.75,1.0
 """
 
 from __future__ import annotations
@@ -30,39 +37,74 @@ def old_rule(base_ok: np.ndarray, cand_ok: np.ndarray, y: np.ndarray, safety: li
     return any(100 * (base_ok[y == c].mean() - cand_ok[y == c].mean()) > budget for c in safety)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--a", type=Path, required=True, help="report.json of run A (its final predictions)")
-    ap.add_argument("--b", type=Path, required=True, help="report.json of run B, same recipe, another seed")
-    ap.add_argument("--trials", type=int, default=2000)
-    ap.add_argument("--budget", type=float, default=1.0, help="max_safety_recall_drop (points)")
-    ap.add_argument("--out", type=Path, default=Path("runs/bench_gate"))
-    a = ap.parse_args()
-    data = Data.from_npz()
-    y = data.test.y
-    pa = np.asarray(json.loads(a.a.read_text())["final"]["predictions"])
-    pb = np.asarray(json.loads(a.b.read_text())["final"]["predictions"])
-    ok = pa == y
-    q = float(((pa == y) != (pb == y)).mean())
+def predictions(path: Path) -> np.ndarray:
+    """A run's final predictions (report.json) or a measured model's (``*_metrics.json``)."""
+    d = json.loads(path.read_text())
+    return np.asarray(d["final"]["predictions"] if "final" in d else d["predictions"])
+
+
+def simulate(pred: np.ndarray, y: np.ndarray, q: float, data: Data, budgets: Budgets, trials: int,
+             rng: np.random.Generator) -> dict[str, int]:
+    """Refusals of ``trials`` equal-quality candidates of the model predicting ``pred`` at per-image
+    discordance ``q``, by rule."""
+    ok = pred == y
     p_lose = q / 2
     p_gain = p_lose * ok.sum() / max(1, (~ok).sum())
     safety = sorted(data.safety_critical)
-    budgets = Budgets(max_accuracy_drop=0.5, max_safety_recall_drop=a.budget)
-    rng = np.random.default_rng(0)
-    base = {"accuracy": float(ok.mean()), "predictions": pa.tolist()}
+    base = {"accuracy": float(ok.mean()), "predictions": pred.tolist()}
     refused = {"paired gate": 0, "old rate rule": 0, "systematic loss": 0, "degraded": 0, "pooled bound": 0}
-    for _ in range(a.trials):
+    for _ in range(trials):
         flip = np.where(ok, rng.random(len(y)) < p_lose, rng.random(len(y)) < p_gain)
         cand_ok = ok ^ flip
         cand = np.where(cand_ok, y, (y + 1) % data.num_classes)
         g = check_gate(base, {"accuracy": float(cand_ok.mean()), "predictions": cand.tolist()}, budgets, safety,
                        data.class_names, y)
         refused["paired gate"] += not g["passed"]
-        refused["old rate rule"] += old_rule(ok, cand_ok, y, safety, a.budget)
+        refused["old rate rule"] += old_rule(ok, cand_ok, y, safety, budgets.max_safety_recall_drop)
         text = " ".join(g["violations"])
         refused["systematic loss"] += "systematic" in text
         refused["degraded"] += "degraded, net loss" in text
         refused["pooled bound"] += "images: " in text
+    return refused
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--a", type=Path, required=True, help="report.json of run A (its final predictions), or with "
+                    "--sweep the baseline's predictions (report.json or baseline_metrics.json)")
+    ap.add_argument("--b", type=Path, help="report.json of run B, same recipe, another seed (not with --sweep)")
+    ap.add_argument("--sweep", help="comma-separated discordances in percent of test images, e.g. 0.25,0.5,1")
+    ap.add_argument("--trials", type=int, default=2000)
+    ap.add_argument("--budget", type=float, default=1.0, help="max_safety_recall_drop (points)")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench_gate"))
+    a = ap.parse_args()
+    if (a.b is None) == (a.sweep is None):
+        ap.error("give either --b (two seeds) or --sweep (discordances)")
+    data = Data.from_npz()
+    y = data.test.y
+    pred = predictions(a.a)
+    budgets = Budgets(max_accuracy_drop=0.5, max_safety_recall_drop=a.budget)
+    rng = np.random.default_rng(0)
+    if a.sweep is not None:
+        try:
+            qs = [float(v) / 100 for v in a.sweep.split(",")]
+        except ValueError:
+            ap.error(f"--sweep {a.sweep!r}: expected comma-separated numbers (percent)")
+        rows = []
+        for q in qs:
+            r = simulate(pred, y, q, data, budgets, a.trials, rng)
+            rows.append({"discordance": q, "images": round(q * len(y)), **{k: v / a.trials for k, v in r.items()}})
+        print_table(f"equal-quality candidates refused, by discordance with the baseline ({a.trials} trials each, "
+                    f"budget {a.budget:g} points)",
+                    ("discordance", "discordant images", "paired gate", "by net-loss tolerance", "by McNemar/Holm",
+                     "by pooled bound", "old rate rule"),
+                    [(f"{100 * r['discordance']:.2f}%", str(r["images"]), f"{100 * r['paired gate']:.1f}%",
+                      f"{100 * r['degraded']:.1f}%", f"{100 * r['systematic loss']:.1f}%",
+                      f"{100 * r['pooled bound']:.1f}%", f"{100 * r['old rate rule']:.1f}%") for r in rows])
+        save_results(a.out, rows)
+        return 0
+    q = float(((pred == y) != (predictions(a.b) == y)).mean())
+    refused = simulate(pred, y, q, data, budgets, a.trials, rng)
     rows = [{"rule": k, "refused": v, "rate": v / a.trials} for k, v in refused.items()]
     print_table(f"equal-quality candidates refused ({a.trials} trials, per-image discordance q = {q:.4f}, "
                 f"budget {a.budget:g} points)", ("rule", "refused", "false-refusal rate"),
