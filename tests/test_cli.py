@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -181,3 +182,6 @@ def test_gate_command_passes_an_equal_model_and_refuses_a_worse_one(tmp_path, ca
     assert main(["gate", "baseline", str(tmp_path / "bad"), "--subset", "400", "--json"]) == 3
     doc = json.loads(capsys.readouterr().out)  # the verdict is printed even when refused
     assert not doc["passed"] and any("degraded" in v for v in doc["violations"])
+    for v in doc["lost_gained"].values():  # "-lost +gained of n", and how many losses were baseline coin flips
+        m = re.fullmatch(r"-(\d+) \+(\d+) of (\d+)(?: \((\d+) lost at baseline p < 0\.5\))?", v)
+        assert m and int(m[4] or 0) <= int(m[1])

@@ -66,3 +66,5 @@ def test_classification_metrics_keys_and_safety_minimum():
     assert len(m["per_class_recall"]) == 43 and m["per_class_recall"][0] == 0.5
     assert m["min_safety_critical_recall"] == 0.5
     assert 0 <= m["ece"] < 0.05
+    p = m["true_class_probability"]  # softmax of 10 on the true class vs 0 on 42 others: 0.998
+    assert len(p) == 86 and p[1] == pytest.approx(0.998, abs=1e-3) and p[0] == pytest.approx(0.0, abs=1e-3)

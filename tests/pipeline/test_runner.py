@@ -244,3 +244,27 @@ def test_feature_pair_naming_no_module_is_a_one_line_bad_input(tmp_path, ckpt, c
     err = capsys.readouterr().err
     assert "step 0 (finetune)" in err and "'blokcs.1'" in err and "no such module" in err
     assert "Traceback" not in err
+
+
+def test_newly_missed_carries_the_baselines_confidence():
+    """The report's evidence: each newly missed safety-critical image with the baseline's true-class
+    probability, counted as a near coin flip below 0.5 in report.html; without the key, no probability."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from drivecompress.pipeline.runner import missed_caption, newly_missed
+    from drivecompress.report.html import gate_evidence
+
+    data = SimpleNamespace(safety_critical={0, 1}, class_names=["stop", "yield", "other"])
+    test = SimpleNamespace(y=np.array([0, 0, 1, 2, 1]))
+    base = {"predictions": [0, 0, 1, 2, 0], "true_class_probability": [0.9, 0.31, 0.95, 0.8, 0.2]}
+    final = {"predictions": [0, 1, 2, 0, 0]}  # loses 1 and 2 (safety), 3 (not safety); 4 was already wrong
+    missed = newly_missed(base, final, test, data)
+    assert [(m["index"], m["true"], m["predicted"], m["baseline_probability"]) for m in missed] == [
+        (1, "stop", "yield", 0.31), (2, "yield", "other", 0.95)]
+    assert missed_caption(missed[0]) == "stop → yield\n(baseline p 0.31)"
+    page = gate_evidence({"gate": {}, "newly_missed_safety": missed}, "cG5n")
+    assert "2 safety-critical test image(s)" in page and " 1 of them the baseline itself" in page
+    plain = newly_missed({"predictions": base["predictions"]}, final, test, data)
+    assert "baseline_probability" not in plain[0] and missed_caption(plain[0]) == "stop → yield"

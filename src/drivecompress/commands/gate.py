@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ from drivecompress.commands.base import command
 
 @command("gate", "Apply the safety gate to two existing models: evaluate BASELINE and CANDIDATE on the same test "
          "images and compare them image by image (per safety-critical class: lost, gained, tolerance, McNemar p "
-         "Holm-corrected; pooled paired non-inferiority). Budgets come from --recipe (default: recipes/default.yaml) "
+         "Holm-corrected; pooled paired non-inferiority; how many lost images the baseline itself won at a "
+         "true-class probability below 0.5). Budgets come from --recipe (default: recipes/default.yaml) "
          "and --set. Exit 0 passed, 3 refused.")
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("baseline", metavar="BASELINE", help="checkpoint folder, .onnx file, or 'baseline'")
@@ -29,6 +31,7 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     from drivecompress.errors import BadInputError, GateRefusedError
     from drivecompress.evaluate.measure import evaluate_predictor
     from drivecompress.pipeline.gate import check_gate
+    from drivecompress.pipeline.runner import newly_missed
     from drivecompress.utils.device import select_device
 
     if a.subset is not None and a.subset < 1:
@@ -44,10 +47,14 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
         metrics.append(evaluate_predictor(model.predictor(device=device), test, safety_critical=data.safety_critical,
                                           num_classes=data.num_classes))
     gate = check_gate(metrics[0], metrics[1], recipe.budgets, sorted(data.safety_critical), data.class_names, test.y)
+    # how many of each class's lost images the baseline itself won at a true-class probability below 0.5
+    unsure = Counter(m["true"] for m in newly_missed(metrics[0], metrics[1], test, data, limit=len(test))
+                     if m.get("baseline_probability", 1.0) < 0.5)
     result = {"baseline": a.baseline, "candidate": a.candidate, "images": len(test),
               "accuracy": f"{100 * metrics[0]['accuracy']:.2f}% -> {100 * metrics[1]['accuracy']:.2f}%",
               "passed": gate["passed"], "violations": gate["violations"],
               "lost_gained": {str(r["class"]): f"-{r['lost']} +{r['gained']} of {r['n']}"
+                              + (f" ({unsure[r['name']]} lost at baseline p < 0.5)" if unsure[r["name"]] else "")
                               for r in gate["classes"] if r["lost"] or r["gained"]},
               "pooled": {r["scope"]: f"{r['difference_points']:+.2f} pts (bound {r['lower_bound_points']:+.2f})"
                          for r in gate["pooled"]}}

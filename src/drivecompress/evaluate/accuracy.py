@@ -72,15 +72,18 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, sizes: np.nda
     """The accuracy block of a report's metrics (DESIGN.md keys); the class count is the logits' width.
 
     ``predictions`` (the predicted class of every image, in order) lets the gate compare two models image by
-    image instead of only their rates."""
+    image instead of only their rates; ``true_class_probability`` (3 decimals) shows which of a baseline's
+    right answers were near coin flips, the images a compressed model most often loses."""
     pred = logits.argmax(axis=1)
     recall = per_class_recall(pred, labels, logits.shape[1])
+    probs = softmax(logits.astype(np.float64))
     m = {
         "accuracy": accuracy(pred, labels),
         "per_class_recall": recall,
-        "ece": expected_calibration_error(softmax(logits.astype(np.float64)), labels),
+        "ece": expected_calibration_error(probs, labels),
         "min_safety_critical_recall": min_recall(recall, sorted(safety_critical)),
         "predictions": [int(p) for p in pred],
+        "true_class_probability": [round(float(q), 3) for q in probs[np.arange(len(labels)), labels]],
     }
     if sizes is not None:
         m["accuracy_by_size"] = accuracy_by_size(pred, labels, sizes)

@@ -294,13 +294,22 @@ def _run_steps(loaded: LoadedModel, recipe: Recipe, data: Data, out: Path, resum
 def newly_missed(baseline: dict[str, Any], final: dict[str, Any], test, data: Data,
                  limit: int = 48) -> list[dict[str, Any]]:
     """Safety-critical test images the baseline got right and the final model gets wrong (the first
-    ``limit``), with true and predicted class names: the evidence behind a per-class verdict."""
+    ``limit``), with true and predicted class names and, when measured, the baseline's probability of the
+    true class: the evidence behind a per-class verdict (a loss the baseline itself won at p 0.3 is a
+    different finding from one it was sure of)."""
     if "predictions" not in baseline or "predictions" not in final:
         return []
     b, f, y = np.asarray(baseline["predictions"]), np.asarray(final["predictions"]), test.y
     idx = np.flatnonzero((b == y) & (f != y) & np.isin(y, sorted(data.safety_critical)))[:limit]
-    names = data.class_names
-    return [{"index": int(i), "true": names[y[i]], "predicted": names[f[i]]} for i in idx]
+    names, p = data.class_names, baseline.get("true_class_probability")
+    return [{"index": int(i), "true": names[y[i]], "predicted": names[f[i]]}
+            | ({"baseline_probability": p[i]} if p is not None else {}) for i in idx]
+
+
+def missed_caption(m: dict[str, Any]) -> str:
+    """A thumbnail's caption: true → predicted, and the baseline's true-class probability when known."""
+    text = f"{m['true']} → {m['predicted']}"
+    return text + (f"\n(baseline p {m['baseline_probability']:.2f})" if "baseline_probability" in m else "")
 
 
 def _finish(out: Path, recipe: Recipe, loaded: LoadedModel, data: Data, baseline: dict[str, Any],
@@ -330,7 +339,7 @@ def _finish(out: Path, recipe: Recipe, loaded: LoadedModel, data: Data, baseline
     if missed:
         from drivecompress.report.plots import thumbnails
 
-        png = thumbnails(test.x[[m["index"] for m in missed]], [f"{m['true']} → {m['predicted']}" for m in missed])
+        png = thumbnails(test.x[[m["index"] for m in missed]], [missed_caption(m) for m in missed])
         atomic_write_text(out / "missed_safety.png.b64", png)
     report = {
         "baseline": baseline,

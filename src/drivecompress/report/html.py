@@ -219,8 +219,12 @@ def gate_evidence(report: dict[str, Any], missed_png: str | None) -> str:
                        for r in gate["classes"]) + "</table>")
     missed = report.get("newly_missed_safety") or []
     if missed and missed_png:
+        known = [m["baseline_probability"] for m in missed if "baseline_probability" in m]
+        unsure = (f" {sum(q < 0.5 for q in known)} of them the baseline itself got right with a true-class "
+                  "probability below 0.5 (near coin flips that other models also lose; a loss of an image the "
+                  "baseline was sure of is the stronger evidence)." if known else "")
         out.append(f"<p>{len(missed)} safety-critical test image(s) the baseline got right and the final model "
-                   "gets wrong (true → predicted):</p>"
+                   f"gets wrong (true → predicted).{unsure}</p>"
                    f'<img alt="newly missed safety-critical images" src="data:image/png;base64,{missed_png}">')
     elif "newly_missed_safety" in report:
         out.append("<p>No safety-critical test image that the baseline got right is missed by the final model.</p>")
