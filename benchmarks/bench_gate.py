@@ -28,7 +28,7 @@ import numpy as np
 from _common import print_table, save_results
 
 from drivecompress.data.api import Data
-from drivecompress.pipeline.gate import check_gate
+from drivecompress.pipeline.gate import check_gate, equal_quality_candidate
 from drivecompress.pipeline.recipe import Budgets
 
 
@@ -48,14 +48,11 @@ def simulate(pred: np.ndarray, y: np.ndarray, q: float, data: Data, budgets: Bud
     """Refusals of ``trials`` equal-quality candidates of the model predicting ``pred`` at per-image
     discordance ``q``, by rule."""
     ok = pred == y
-    p_lose = q / 2
-    p_gain = p_lose * ok.sum() / max(1, (~ok).sum())
     safety = sorted(data.safety_critical)
     base = {"accuracy": float(ok.mean()), "predictions": pred.tolist()}
     refused = {"paired gate": 0, "old rate rule": 0, "systematic loss": 0, "degraded": 0, "pooled bound": 0}
     for _ in range(trials):
-        flip = np.where(ok, rng.random(len(y)) < p_lose, rng.random(len(y)) < p_gain)
-        cand_ok = ok ^ flip
+        cand_ok = equal_quality_candidate(ok, q, rng)
         cand = np.where(cand_ok, y, (y + 1) % data.num_classes)
         g = check_gate(base, {"accuracy": float(cand_ok.mean()), "predictions": cand.tolist()}, budgets, safety,
                        data.class_names, y)

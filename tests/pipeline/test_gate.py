@@ -129,3 +129,26 @@ def test_targets_report_shortfall():
     assert [r["met"] for r in rows] == [False, True, False]
     assert rows[0]["achieved"] == "3.00x" and rows[0]["shortfall"] == "2.00x more speed-up needed"
     assert rows[2]["shortfall"] == "0.20 points over"
+
+
+def test_noise_level_is_reported_beside_the_verdict_and_grows_with_discordance():
+    """An identical candidate has no discordance and no simulated refusals; a candidate flipping ~1.5% of
+    10,750 images both ways is refused in most equal-quality simulations (the small classes' tolerance is a
+    point rule); the figure is a note, the verdict stays the rules' own."""
+    from drivecompress.pipeline.gate import equal_quality_candidate, noise_level, noise_sentence
+
+    y = _labels(250)
+    base = np.where(np.random.default_rng(0).random(len(y)) < 0.02, (y + 1) % 43, y)  # a 98% baseline
+    same = check_gate(_m(base, y), _m(base.copy(), y), BUDGETS, SAFETY, CLASS_NAMES, y, noise_trials=50)
+    assert same["passed"] and same["noise"]["discordance"] == 0 and same["noise"]["equal_quality_refusal_rate"] == 0
+    rng = np.random.default_rng(1)
+    ok = equal_quality_candidate(base == y, 0.015, rng)
+    assert 0.01 < float(((base == y) != ok).mean()) < 0.02
+    cand = np.where(ok, y, (y + 1) % 43)
+    g = check_gate(_m(base, y), _m(cand, y), BUDGETS, SAFETY, CLASS_NAMES, y, noise_trials=100)
+    assert g["noise"]["discordant_images"] == int(((base == y) != ok).sum())
+    assert g["noise"]["equal_quality_refusal_rate"] > 0.5
+    assert "weak evidence" in noise_sentence(g["noise"])
+    assert "noise" not in check_gate(_m(base, y), _m(cand, y), BUDGETS, SAFETY, CLASS_NAMES, y)  # opt-in
+    again = noise_level(base, cand, y, BUDGETS, SAFETY, 100)  # seeded: the same figure every time
+    assert again == g["noise"]

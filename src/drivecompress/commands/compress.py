@@ -55,6 +55,8 @@ def run_with_summary(loaded, recipe, data, out: Path, resume: bool, device: str 
 
 def summary(rep: dict[str, Any], out: Path) -> dict[str, Any]:
     """The few numbers a person wants on the terminal; everything else is in report.json/html."""
+    from drivecompress.pipeline.gate import noise_sentence
+
     b, f = rep["baseline"], rep["final"]
     sbs = rep.get("side_by_side_latency", {})
 
@@ -66,6 +68,7 @@ def summary(rep: dict[str, Any], out: Path) -> dict[str, Any]:
         "artifact": str(out / rep["artifact"]),
         "gate_passed": rep["gate"]["passed"],
         "gate_violations": rep["gate"]["violations"],
+        **({"gate_noise": noise_sentence(rep["gate"]["noise"])} if "noise" in rep["gate"] else {}),
         "accuracy": f"{100 * b['accuracy']:.2f}% -> {100 * f['accuracy']:.2f}%",
         "latency_ms_p50": f"{lat(b, 'baseline'):.3f} -> {lat(f, 'final'):.3f} (measured side by side)",
         "size_bytes": f"{b['size_bytes']:,} -> {f['size_bytes']:,}",

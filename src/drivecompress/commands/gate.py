@@ -30,7 +30,7 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     from drivecompress.data.gtsrb import repo_root
     from drivecompress.errors import BadInputError, GateRefusedError
     from drivecompress.evaluate.measure import evaluate_predictor
-    from drivecompress.pipeline.gate import check_gate
+    from drivecompress.pipeline.gate import NOISE_TRIALS, check_gate, noise_sentence
     from drivecompress.pipeline.runner import newly_missed
     from drivecompress.utils.device import select_device
 
@@ -46,7 +46,8 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
         model.check_against(data)
         metrics.append(evaluate_predictor(model.predictor(device=device), test, safety_critical=data.safety_critical,
                                           num_classes=data.num_classes))
-    gate = check_gate(metrics[0], metrics[1], recipe.budgets, sorted(data.safety_critical), data.class_names, test.y)
+    gate = check_gate(metrics[0], metrics[1], recipe.budgets, sorted(data.safety_critical), data.class_names, test.y,
+                      noise_trials=NOISE_TRIALS)
     # how many of each class's lost images the baseline itself won at a true-class probability below 0.5
     unsure = Counter(m["true"] for m in newly_missed(metrics[0], metrics[1], test, data, limit=len(test))
                      if m.get("baseline_probability", 1.0) < 0.5)
@@ -58,6 +59,8 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
                               for r in gate["classes"] if r["lost"] or r["gained"]},
               "pooled": {r["scope"]: f"{r['difference_points']:+.2f} pts (bound {r['lower_bound_points']:+.2f})"
                          for r in gate["pooled"]}}
+    if "noise" in gate:
+        result["noise"] = noise_sentence(gate["noise"])
     if not gate["passed"]:
         exc = GateRefusedError("; ".join(gate["violations"]))
         exc.summary = result  # type: ignore[attr-defined]

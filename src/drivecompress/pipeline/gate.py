@@ -27,6 +27,8 @@ import numpy as np
 
 from drivecompress.pipeline.recipe import Budgets, Targets
 
+NOISE_TRIALS = 200  # simulations behind a verdict's noise level (about a second on the full test set)
+
 
 def mcnemar_one_sided(lost: int, gained: int) -> float:
     """Exact one-sided McNemar p-value that the candidate is worse: P(X >= lost), X ~ Bin(lost + gained, 1/2)."""
@@ -106,10 +108,53 @@ def class_evidence(base_pred: np.ndarray, cand_pred: np.ndarray, labels: np.ndar
     return rows, v
 
 
+def equal_quality_candidate(base_ok: np.ndarray, q: float, rng: np.random.Generator) -> np.ndarray:
+    """Per-image correctness of a simulated candidate exactly as good as the baseline in expectation that
+    disagrees with it on a fraction ``q`` of the images: each right image is lost with probability q/2 and
+    wrong images are gained so that expected gains equal expected losses."""
+    p_lose = q / 2
+    p_gain = min(1.0, p_lose * base_ok.sum() / max(1, (~base_ok).sum()))
+    return base_ok ^ np.where(base_ok, rng.random(len(base_ok)) < p_lose, rng.random(len(base_ok)) < p_gain)
+
+
+def noise_level(bp: np.ndarray, fp: np.ndarray, y: np.ndarray, budgets: Budgets, safety: Sequence[int],
+                trials: int, seed: int = 0) -> dict[str, Any]:
+    """How often the accuracy budgets would refuse a candidate of the baseline's own quality that disagrees
+    with it as often as this one does (``trials`` simulations): what a refusal at this discordance is worth
+    as evidence. Reported beside the verdict, never changing it."""
+    ok = bp == y
+    q = float((ok != (fp == y)).mean())
+    rng, cls, refused = np.random.default_rng(seed), sorted(int(c) for c in safety), 0
+    for _ in range(trials):
+        cand = np.where(equal_quality_candidate(ok, q, rng), y, -1)  # -1: wrong, whatever the class
+        bad = []
+        if budgets.max_accuracy_drop is not None:
+            bad += [_pooled("", *paired_counts(bp, cand, y), budgets.max_accuracy_drop, budgets.confidence)[1]]
+        if budgets.max_safety_recall_drop is not None and cls:
+            bad += class_evidence(bp, cand, y, cls, [], budgets.max_safety_recall_drop, budgets.significance)[1]
+            bad += [_pooled("", *paired_counts(bp, cand, y, np.array(cls)), budgets.max_safety_recall_drop,
+                            budgets.confidence)[1]]
+        refused += any(bad)
+    return {"discordance": q, "discordant_images": int((ok != (fp == y)).sum()), "trials": trials,
+            "equal_quality_refusal_rate": refused / trials if trials else None}
+
+
+def noise_sentence(noise: dict[str, Any]) -> str:
+    """``noise_level`` in one sentence for the CLI and report.html."""
+    rate = noise["equal_quality_refusal_rate"]
+    return (f"the candidate disagrees with the baseline on {100 * noise['discordance']:.2f}% of the test images "
+            f"({noise['discordant_images']}); a candidate of exactly the baseline's quality disagreeing as often "
+            f"is refused by these budgets in {100 * rate:.0f}% of {noise['trials']} simulations"
+            + (" (so a refusal that rests on a per-class tolerance alone is weak evidence; the lost images and "
+               "their baseline probabilities are the evidence to read)" if rate >= 0.2 else ""))
+
+
 def check_gate(baseline: dict[str, Any], final: dict[str, Any], budgets: Budgets, safety: Sequence[int] = (),
-               names: Sequence[str] = (), labels: np.ndarray | None = None) -> dict[str, Any]:
+               names: Sequence[str] = (), labels: np.ndarray | None = None, noise_trials: int = 0) -> dict[str, Any]:
     """``{"passed", "violations": [str], "classes": [...], "pooled": [...]}``. A budget whose metric was not
-    measured, or a non-finite metric, is a violation: the gate never passes a model on numbers it lacks."""
+    measured, or a non-finite metric, is a violation: the gate never passes a model on numbers it lacks.
+    ``noise_trials`` > 0 adds ``noise`` (``noise_level``): the refusal rate of equal-quality candidates at
+    this candidate's discordance with the baseline."""
     v: list[str] = []
     out: dict[str, Any] = {"classes": [], "pooled": []}
     for key in ("accuracy", "latency_ms_p50", "size_bytes"):
@@ -139,6 +184,8 @@ def check_gate(baseline: dict[str, Any], final: dict[str, Any], budgets: Budgets
                                    budgets.max_safety_recall_drop, conf)
                 out["pooled"].append(row)
                 v += bad_cls + ([bad] if bad else [])
+            if noise_trials > 0:
+                out["noise"] = noise_level(bp, fp, y, budgets, safety, noise_trials)
     if budgets.max_latency_ms is not None and not final.get("latency_ms_p50", math.inf) <= budgets.max_latency_ms:
         v.append(f"batch-1 p50 latency {final.get('latency_ms_p50')} ms exceeds {budgets.max_latency_ms:.3f} ms")
     if budgets.max_size_bytes is not None and not final.get("size_bytes", math.inf) <= budgets.max_size_bytes:

@@ -41,7 +41,7 @@ from drivecompress.evaluate.machine import machine_info
 from drivecompress.evaluate.predictor import OnnxPredictor
 from drivecompress.evaluate.robustness import RobustnessConfig, robustness_report
 from drivecompress.export.onnx import export_onnx
-from drivecompress.pipeline.gate import check_gate, check_targets
+from drivecompress.pipeline.gate import NOISE_TRIALS, check_gate, check_targets
 from drivecompress.pipeline.recipe import Recipe
 from drivecompress.train import distributed as ddp
 from drivecompress.train.checkpoint import load_checkpoint, save_checkpoint, weights_sha256
@@ -316,7 +316,8 @@ def _finish(out: Path, recipe: Recipe, loaded: LoadedModel, data: Data, baseline
             records: list[dict[str, Any]]) -> dict[str, Any]:
     final = records[-1]["metrics"] if records else baseline
     test = data.test.head(recipe.evaluation.test_subset, seed=recipe.seed)
-    gate = check_gate(baseline, final, recipe.budgets, sorted(data.safety_critical), data.class_names, test.y)
+    gate = check_gate(baseline, final, recipe.budgets, sorted(data.safety_critical), data.class_names, test.y,
+                      noise_trials=NOISE_TRIALS)
     last_dir = out / "steps" / f"{len(records) - 1:02d}-{records[-1]['type']}"
     artifact = last_dir / final["artifact"]
     target = out / ("model.onnx" if gate["passed"] else "model.rejected.onnx")

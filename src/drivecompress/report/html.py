@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from drivecompress.pipeline.gate import noise_sentence
 from drivecompress.report.plots import recall_deltas, tradeoff
 from drivecompress.utils.io import atomic_write_text
 
@@ -208,6 +209,8 @@ def gate_evidence(report: dict[str, Any], missed_png: str | None) -> str:
                        f"<td>{r['gained']}</td><td>{r['difference_points']:+.2f} pts</td>"
                        f"<td>{r['lower_bound_points']:+.2f} pts</td><td>-{r['budget_points']:g} pts</td>"
                        f"<td>{html.escape(r['verdict'])}</td></tr>" for r in gate["pooled"]) + "</table>")
+    if gate.get("noise"):
+        out.append(f"<p><b>Noise level:</b> {html.escape(noise_sentence(gate['noise']))}.</p>")
     if gate.get("classes"):
         out.append('<table id="gate-classes"><tr><th>safety-critical class</th><th>n</th><th>lost</th>'
                    "<th>gained</th><th>net loss / tolerance</th><th>McNemar p</th><th>Holm p</th>"
