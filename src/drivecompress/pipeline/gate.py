@@ -144,7 +144,7 @@ def noise_sentence(noise: dict[str, Any]) -> str:
     rate = noise["equal_quality_refusal_rate"]
     return (f"the candidate disagrees with the baseline on {100 * noise['discordance']:.2f}% of the test images "
             f"({noise['discordant_images']}); a candidate of exactly the baseline's quality disagreeing as often "
-            f"is refused by these budgets in {100 * rate:.0f}% of {noise['trials']} simulations"
+            f"is refused by these accuracy budgets in {100 * rate:.0f}% of {noise['trials']} simulations"
             + (" (so a refusal that rests on a per-class tolerance alone is weak evidence; the lost images and "
                "their baseline probabilities are the evidence to read)" if rate >= 0.2 else ""))
 

@@ -199,7 +199,8 @@ _FAIL = ' class="fail"'
 
 def gate_evidence(report: dict[str, Any], missed_png: str | None) -> str:
     """Per safety-critical class: n, images lost and gained, net loss vs tolerance, McNemar p (raw, Holm), verdict;
-    the pooled non-inferiority rows; and thumbnails of the safety-critical images the model now gets wrong."""
+    the pooled non-inferiority rows; the gate's noise level at this discordance; and thumbnails of the
+    safety-critical images the model now gets wrong, with the baseline's confidence in them."""
     gate = report["gate"]
     out = []
     if gate.get("pooled"):
