@@ -55,6 +55,8 @@ def test_cli_compresses_an_onnx_file_from_outside_the_zoo(tmp_path, data, capsys
     assert {i.data_type for i in onnx.load(str(final)).graph.initializer} >= {onnx.TensorProto.INT8}
     doc = __import__("json").loads(capsys.readouterr().out)
     assert doc["gate_passed"] is (rc == 0)  # --json prints the summary even when the gate refuses
+    # the user's ONNX model gets the same evidence: its discordance and the gate's noise level at it
+    assert re.match(r"the candidate disagrees with the baseline on \d+\.\d\d% ", doc["gate_noise"])
 
 
 @pytest.mark.parametrize("recipe", ["prune-structured.yaml", "int8-qat.yaml", "distill-student.yaml"])
