@@ -15,6 +15,9 @@ often, so no real loss), the refusal rate of the paired gate. ``--a`` is then th
 (any report.json, or a run's ``baseline_metrics.json``) and ``--b`` is not needed:
 
     python benchmarks/bench_gate.py --a runs/dc91/baseline_metrics.json --sweep 0.14,0.25,0.5,0.75,1.0
+
+``--power`` (with ``--sweep``) adds the other error rate: how often candidates with a real loss (a few points
+of one safety-critical class, or of all images) on top of that noise are refused.
 """
 
 from __future__ import annotations
@@ -43,16 +46,39 @@ def predictions(path: Path) -> np.ndarray:
     return np.asarray(d["final"]["predictions"] if "final" in d else d["predictions"])
 
 
+# Real losses injected on top of the noise for --power: (label, class or None for all images, points).
+DEGRADATIONS = [("dangerous curve left (60 images) -5 points", 19, 5.0),
+                ("no vehicles (210) -2 points", 15, 2.0),
+                ("general caution (390) -1 point", 18, 1.0),
+                ("general caution -2 points", 18, 2.0),
+                ("all images -0.25 points", None, 0.25),
+                ("all images -0.5 points", None, 0.5)]
+
+
+def degrade(cand_ok: np.ndarray, y: np.ndarray, cls: int | None, points: float,
+            rng: np.random.Generator) -> np.ndarray:
+    """A real loss on top of the noise: ``points`` of the class's (or all) images, taken from those the
+    candidate still gets right."""
+    scope = np.ones_like(cand_ok) if cls is None else y == cls
+    k = round(points / 100 * int(scope.sum()))
+    idx = rng.permutation(np.flatnonzero(scope & cand_ok))[:k]
+    out = cand_ok.copy()
+    out[idx] = False
+    return out
+
+
 def simulate(pred: np.ndarray, y: np.ndarray, q: float, data: Data, budgets: Budgets, trials: int,
-             rng: np.random.Generator) -> dict[str, int]:
-    """Refusals of ``trials`` equal-quality candidates of the model predicting ``pred`` at per-image
-    discordance ``q``, by rule."""
+             rng: np.random.Generator, loss: tuple[int | None, float] | None = None) -> dict[str, int]:
+    """Refusals of ``trials`` candidates of the model predicting ``pred`` at per-image discordance ``q``, by
+    rule: of equal quality, or with the real ``loss`` (class or None for all images, points) added."""
     ok = pred == y
     safety = sorted(data.safety_critical)
     base = {"accuracy": float(ok.mean()), "predictions": pred.tolist()}
     refused = {"paired gate": 0, "old rate rule": 0, "systematic loss": 0, "degraded": 0, "pooled bound": 0}
     for _ in range(trials):
         cand_ok = equal_quality_candidate(ok, q, rng)
+        if loss is not None:
+            cand_ok = degrade(cand_ok, y, *loss, rng)
         cand = np.where(cand_ok, y, (y + 1) % data.num_classes)
         g = check_gate(base, {"accuracy": float(cand_ok.mean()), "predictions": cand.tolist()}, budgets, safety,
                        data.class_names, y)
@@ -71,6 +97,8 @@ def main() -> int:
                     "--sweep the baseline's predictions (report.json or baseline_metrics.json)")
     ap.add_argument("--b", type=Path, help="report.json of run B, same recipe, another seed (not with --sweep)")
     ap.add_argument("--sweep", help="comma-separated discordances in percent of test images, e.g. 0.25,0.5,1")
+    ap.add_argument("--power", action="store_true", help="with --sweep: the refusal rate of candidates with a real "
+                    "loss (one class a few points, or all images) on top of the noise: the gate's power")
     ap.add_argument("--trials", type=int, default=2000)
     ap.add_argument("--budget", type=float, default=1.0, help="max_safety_recall_drop (points)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_gate"))
@@ -98,6 +126,18 @@ def main() -> int:
                     [(f"{100 * r['discordance']:.2f}%", str(r["images"]), f"{100 * r['paired gate']:.1f}%",
                       f"{100 * r['degraded']:.1f}%", f"{100 * r['systematic loss']:.1f}%",
                       f"{100 * r['pooled bound']:.1f}%", f"{100 * r['old rate rule']:.1f}%") for r in rows])
+        if a.power:
+            power = []
+            for label, cls, pts in DEGRADATIONS:
+                row = {"loss": label}
+                for q in qs:
+                    row[f"{100 * q:.2f}%"] = simulate(pred, y, q, data, budgets, a.trials, rng,
+                                                      (cls, pts))["paired gate"] / a.trials
+                power.append(row)
+            print_table(f"candidates with a real loss refused (the gate's power; {a.trials} trials each), by "
+                        "discordance with the baseline", ("real loss", *(f"{100 * q:.2f}%" for q in qs)),
+                        [(r["loss"], *(f"{100 * r[f'{100 * q:.2f}%']:.1f}%" for q in qs)) for r in power])
+            rows += power
         save_results(a.out, rows)
         return 0
     q = float(((pred == y) != (predictions(a.b) == y)).mean())
