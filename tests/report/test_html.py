@@ -88,3 +88,23 @@ def test_step_details_show_pruning_iterations_and_layer_sparsity():
                  "<td>blocks.0.conv1</td><td>90.00%</td>"):
         assert text in details, text
     assert "Inside each step" not in render(hand_made_report())  # steps without notes add no section
+
+
+def test_thumbnails_stretch_dark_images_for_viewing_only():
+    """A dark sign (values 3..40) is shown at full contrast; a flat image is left alone; the grid renders
+    wrapped two-line captions."""
+    import base64
+
+    import numpy as np
+
+    from drivecompress.report.plots import stretch, thumbnails
+
+    dark = np.full((32, 32, 3), 3, np.uint8)
+    dark[:6, :6] = 40
+    s = stretch(dark)
+    assert s.min() == 0 and s.max() == 255 and dark.max() == 40  # the input is not modified
+    flat = np.full((32, 32, 3), 7, np.uint8)
+    assert np.array_equal(stretch(flat), flat)
+    png = base64.b64decode(thumbnails(np.stack([dark, flat]), ["right-of-way at next intersection → priority road\n"
+                                                               "(baseline p 0.14)", "stop → yield"]))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

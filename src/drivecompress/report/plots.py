@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
+import textwrap
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 
 
 def _png(fig) -> str:
@@ -75,15 +77,29 @@ def contact_sheet(images: list[list]) -> bytes:
     return base64.b64decode(_png(fig))
 
 
+def stretch(img: np.ndarray) -> np.ndarray:
+    """Per-image min-max contrast stretch to the full 0-255 range, for display only: many GTSRB test images
+    are so dark that a sign is invisible at its true brightness (and dark images are what int8 loses)."""
+    lo, hi = int(img.min()), int(img.max())
+    if hi <= lo:
+        return img
+    return ((img.astype(np.float32) - lo) * (255.0 / (hi - lo))).round().astype(np.uint8)
+
+
 def thumbnails(images, captions: list[str], cols: int = 8) -> str:
-    """uint8 HWC images in a grid, each captioned (e.g. "stop → yield"): what a safety engineer looks at."""
+    """uint8 HWC images in a grid, each captioned (e.g. "stop → yield", wrapped to the thumbnail's width) and
+    contrast-stretched for viewing (``stretch``): what a safety engineer looks at."""
     n = len(images)
     rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.35, rows * 1.6), squeeze=False)
+    lines = [textwrap.fill(c, 22) for c in captions]
+    height = 1.2 + 0.12 * max((t.count("\n") + 1 for t in lines), default=1)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.45, rows * height), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
-            img = images[i]
+            img = stretch(np.asarray(images[i]))
             ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", interpolation="nearest")
-            ax.set_title(captions[i], fontsize=6)
+            ax.set_title(lines[i], fontsize=6)
+    fig.suptitle("contrast stretched per image for viewing", fontsize=7)
+    fig.tight_layout()
     return _png(fig)
