@@ -1,5 +1,6 @@
 """What every benchmark script does last: print its rows as one right-aligned rich table and save them with
-the machine they were measured on (numbers without the CPU that produced them are not comparable)."""
+the machine they were measured on (numbers without the CPU that produced them are not comparable); and the
+reading of a run's saved per-image predictions, which the gate benchmarks share."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -30,3 +32,10 @@ def save_results(out: Path, rows: list[dict[str, Any]], machine: dict[str, Any] 
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"rows": rows, "machine": machine}, indent=2))
     return machine
+
+
+def predictions(path: Path) -> np.ndarray:
+    """Per-image predictions saved by a run: its final model's (report.json), a step's (done.json) or a
+    measured model's (``*_metrics.json``)."""
+    d = json.loads(path.read_text())
+    return np.asarray(d.get("final", d.get("metrics", d))["predictions"])

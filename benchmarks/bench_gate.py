@@ -23,12 +23,11 @@ of one safety-critical class, or of all images) on top of that noise are refused
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
-from _common import print_table, save_results
+from _common import predictions, print_table, save_results
 
 from drivecompress.data.api import Data
 from drivecompress.pipeline.gate import check_gate, equal_quality_candidate
@@ -38,12 +37,6 @@ from drivecompress.pipeline.recipe import Budgets
 def old_rule(base_ok: np.ndarray, cand_ok: np.ndarray, y: np.ndarray, safety: list[int], budget: float) -> bool:
     """The first gate: refuse when a safety-critical class's recall drops by more than ``budget`` points."""
     return any(100 * (base_ok[y == c].mean() - cand_ok[y == c].mean()) > budget for c in safety)
-
-
-def predictions(path: Path) -> np.ndarray:
-    """A run's final predictions (report.json) or a measured model's (``*_metrics.json``)."""
-    d = json.loads(path.read_text())
-    return np.asarray(d["final"]["predictions"] if "final" in d else d["predictions"])
 
 
 # Real losses injected on top of the noise for --power: (label, class or None for all images, points).

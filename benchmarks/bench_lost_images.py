@@ -12,23 +12,16 @@ baseline's coin-flip wins. Also prints how many lost images each pair of models 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import print_table, save_results
+from _common import predictions, print_table, save_results
 
 from drivecompress.data.api import Data
 from drivecompress.data.transforms import to_tensor_batch
 from drivecompress.evaluate.loading import load_model_arg
-
-
-def predictions(path: Path) -> np.ndarray:
-    """Final predictions of a run (report.json), a step (done.json) or a measured model (``*_metrics.json``)."""
-    d = json.loads(path.read_text())
-    return np.asarray(d.get("final", d.get("metrics", d))["predictions"])
 
 
 def margins(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, batch: int = 1024) -> np.ndarray:

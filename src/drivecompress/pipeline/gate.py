@@ -108,6 +108,28 @@ def class_evidence(base_pred: np.ndarray, cand_pred: np.ndarray, labels: np.ndar
     return rows, v
 
 
+def paired_rules(bp: np.ndarray, fp: np.ndarray, y: np.ndarray, budgets: Budgets, safety: Sequence[int] = (),
+                 names: Sequence[str] = ()) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """The accuracy budgets on per-image predictions: ``({"classes", "pooled"} rows, violations)``; one
+    function for the verdict and for ``noise_level``'s simulated candidates, so both apply the same rules."""
+    out: dict[str, list[dict[str, Any]]] = {"classes": [], "pooled": []}
+    v: list[str] = []
+    conf = budgets.confidence
+    if budgets.max_accuracy_drop is not None:
+        row, bad = _pooled("all test images", *paired_counts(bp, fp, y), budgets.max_accuracy_drop, conf)
+        out["pooled"].append(row)
+        v += [bad] if bad else []
+    if budgets.max_safety_recall_drop is not None and safety:
+        cls = sorted(int(c) for c in safety)
+        out["classes"], bad_cls = class_evidence(bp, fp, y, cls, names, budgets.max_safety_recall_drop,
+                                                 budgets.significance)
+        row, bad = _pooled("safety-critical images", *paired_counts(bp, fp, y, np.array(cls)),
+                           budgets.max_safety_recall_drop, conf)
+        out["pooled"].append(row)
+        v += bad_cls + ([bad] if bad else [])
+    return out, v
+
+
 def equal_quality_candidate(base_ok: np.ndarray, q: float, rng: np.random.Generator) -> np.ndarray:
     """Per-image correctness of a simulated candidate exactly as good as the baseline in expectation that
     disagrees with it on a fraction ``q`` of the images: each right image is lost with probability q/2 and
@@ -124,17 +146,10 @@ def noise_level(bp: np.ndarray, fp: np.ndarray, y: np.ndarray, budgets: Budgets,
     as evidence. Reported beside the verdict, never changing it."""
     ok = bp == y
     q = float((ok != (fp == y)).mean())
-    rng, cls, refused = np.random.default_rng(seed), sorted(int(c) for c in safety), 0
+    rng, refused = np.random.default_rng(seed), 0
     for _ in range(trials):
         cand = np.where(equal_quality_candidate(ok, q, rng), y, -1)  # -1: wrong, whatever the class
-        bad = []
-        if budgets.max_accuracy_drop is not None:
-            bad += [_pooled("", *paired_counts(bp, cand, y), budgets.max_accuracy_drop, budgets.confidence)[1]]
-        if budgets.max_safety_recall_drop is not None and cls:
-            bad += class_evidence(bp, cand, y, cls, [], budgets.max_safety_recall_drop, budgets.significance)[1]
-            bad += [_pooled("", *paired_counts(bp, cand, y, np.array(cls)), budgets.max_safety_recall_drop,
-                            budgets.confidence)[1]]
-        refused += any(bad)
+        refused += bool(paired_rules(bp, cand, y, budgets, safety)[1])
     return {"discordance": q, "discordant_images": int((ok != (fp == y)).sum()), "trials": trials,
             "equal_quality_refusal_rate": refused / trials if trials else None}
 
@@ -170,20 +185,9 @@ def check_gate(baseline: dict[str, Any], final: dict[str, Any], budgets: Budgets
         if not (len(bp) == len(fp) == len(y)):
             v.append(f"per-image predictions cover {len(bp)} / {len(fp)} images, the test set has {len(y)}")
         else:
-            conf = budgets.confidence
-            if budgets.max_accuracy_drop is not None:
-                row, bad = _pooled("all test images", *paired_counts(bp, fp, y), budgets.max_accuracy_drop, conf)
-                out["pooled"].append(row)
-                v += [bad] if bad else []
-            if budgets.max_safety_recall_drop is not None and safety:
-                cls = sorted(int(c) for c in safety)
-                rows, bad_cls = class_evidence(bp, fp, y, cls, names, budgets.max_safety_recall_drop,
-                                               budgets.significance)
-                out["classes"] = rows
-                row, bad = _pooled("safety-critical images", *paired_counts(bp, fp, y, np.array(cls)),
-                                   budgets.max_safety_recall_drop, conf)
-                out["pooled"].append(row)
-                v += bad_cls + ([bad] if bad else [])
+            rows, bad = paired_rules(bp, fp, y, budgets, safety, names)
+            out |= rows
+            v += bad
             if noise_trials > 0:
                 out["noise"] = noise_level(bp, fp, y, budgets, safety, noise_trials)
     if budgets.max_latency_ms is not None and not final.get("latency_ms_p50", math.inf) <= budgets.max_latency_ms:
