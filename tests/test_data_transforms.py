@@ -57,3 +57,27 @@ def test_to_tensor_batch_layout():
     t = to_tensor_batch(x)
     assert t.shape == (2, 3, 32, 32) and t.dtype == torch.float32
     assert float(t[:, 1].min()) == 1.0 and float(t[:, 0].max()) == 0.0
+
+
+def test_mix_batch_mixes_the_chosen_fraction_between_two_images_and_unlabels_them():
+    from drivecompress.data.transforms import UNLABELLED, mix_batch
+
+    x = torch.rand(256, 3, 8, 8)
+    y = torch.arange(256) % 43
+    same_x, same_y = mix_batch(x, y, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(same_x, x) and torch.equal(same_y, y)
+    mx, my = mix_batch(x, y, 0.5, torch.Generator().manual_seed(0))
+    mixed = my == UNLABELLED
+    assert 0.35 < float(mixed.float().mean()) < 0.65
+    assert torch.equal(mx[~mixed], x[~mixed]) and torch.equal(my[~mixed], y[~mixed])
+    # each mixed image is lam * x_i + (1 - lam) * x_j for some partner j and 0 <= lam <= 1
+    for i in torch.nonzero(mixed).flatten().tolist():
+        e = (x[i] - x).flatten(1)  # x_i - x_j for every j
+        d = (mx[i] - x).flatten(1)
+        lam = (d * e).sum(1) / (e * e).sum(1).clamp_min(1e-12)
+        residual = (d - lam[:, None] * e).abs().amax(1)
+        j = int(residual.argmin())
+        assert float(residual[j]) < 1e-5 and -1e-6 <= float(lam[j]) <= 1 + 1e-6
+    assert float(mx.min()) >= 0 and float(mx.max()) <= 1
+    again_x, again_y = mix_batch(x, y, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(again_x, mx) and torch.equal(again_y, my)  # seeded

@@ -110,3 +110,26 @@ def test_rewinding_as_a_finetune_equals_a_second_unstructured_step(mini_data):
              average=True)
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(x, y), name
+
+
+def test_mixup_images_are_labelled_by_the_teacher_alone(data):
+    """With ``mixup: 1`` every training image is a mixture with no label, so what the model learns comes from
+    the teacher only: it follows a teacher that calls everything class 5, and the epoch's training accuracy
+    counts labelled images only (none here). Without a teacher, mixup is refused."""
+    import pytest
+    from pydantic import ValidationError
+
+    teacher = tiny_model("resnet", seed=1)
+    with torch.no_grad():
+        teacher.classifier.weight.zero_()
+        teacher.classifier.bias.zero_()
+        teacher.classifier.bias[5] = 10.0
+    student = tiny_model("resnet")
+    cfg = FinetuneConfig(epochs=1, lr=0.05, train_subset=512, batch_size=64, distill=True, alpha=0.5,
+                         temperature=1.0, mixup=1.0)
+    result = finetune(student, data, cfg, cfg.epochs, teacher=teacher, device="cpu")
+    x = torch.as_tensor(deploy_input(data.val.head(128).x))
+    assert _share_of_class(student, x, 5) > 0.9
+    assert result.history[0]["train_acc"] == 0.0
+    with pytest.raises(ValidationError, match="mixup needs distill"):
+        FinetuneConfig(distill=False, mixup=0.5)

@@ -112,6 +112,24 @@ def augment_batch(
     return x.clamp(0.0, 1.0)
 
 
+UNLABELLED = -100
+"""The label of a mixed image: ``F.cross_entropy`` ignores it (its default ``ignore_index``)."""
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, fraction: float, gen: torch.Generator | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace about ``fraction`` of a batch by mixtures ``lam * x_i + (1 - lam) * x_j`` of two of its images
+    (``lam`` uniform, ``j`` a random partner) labelled ``UNLABELLED``: inputs between the classes, where a
+    teacher's answer says most about its decision boundaries (function matching: Beyer et al., 2022; mixup
+    raised the student-teacher agreement in Stanton et al., 2021). Only a distillation term learns from them."""
+    n, dev = len(x), x.device
+    pick = torch.rand(n, device=dev, generator=gen) < fraction
+    partner = torch.randperm(n, device=dev, generator=gen)
+    lam = torch.rand(n, 1, 1, 1, device=dev, generator=gen, dtype=x.dtype)
+    mixed = lam * x + (1 - lam) * x[partner]
+    return torch.where(pick[:, None, None, None], mixed, x), torch.where(pick, torch.full_like(y, UNLABELLED), y)
+
+
 def to_tensor_batch(images_uint8, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 NHWC (numpy or tensor) -> float32 NCHW in [0, 1], the deploy input convention."""
     t = torch.as_tensor(images_uint8, device=device)

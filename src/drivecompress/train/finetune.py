@@ -35,6 +35,18 @@ class TuningConfig(DistillConfig, StepConfig):
                                           "without, as the baseline was trained). 0 without distill sharpens a "
                                           "smoothed model's soft targets to make it a teacher")
 
+    mixup: float = Field(0.0, ge=0, le=1, description="fraction of each batch replaced by mixtures of two "
+                         "training images, which only the teacher labels (function matching): inputs between the "
+                         "classes teach the model where the teacher's decision boundaries lie, for a compressed "
+                         "model that agrees with its input model image by image; needs distill: true")
+
+    @model_validator(mode="after")
+    def _check_mixup(self) -> TuningConfig:
+        if self.mixup > 0 and not self.distill:
+            raise ValueError("mixup needs distill: true (a mixed image has no label; only the teacher's "
+                             "soft targets say what it is)")
+        return self
+
     def smoothing(self) -> float:
         """The label smoothing in force: the key's value, else the default described on the key."""
         return self.label_smoothing if self.label_smoothing is not None else (0.0 if self.distill else 0.1)
@@ -94,7 +106,7 @@ def _fit(model: nn.Module, data: Data, cfg: TuningConfig, epochs: int, teacher: 
     tc = TrainConfig(epochs=epochs, lr=cfg.lr, optimizer=cfg.optimizer, batch_size=cfg.batch_size,
                      schedule="cosine", warmup_frac=0.0, seed=seed,
                      label_smoothing=cfg.smoothing(),
-                     swa_epochs=swa, swa_lr=cfg.swa_lr or cfg.lr / 2)
+                     swa_epochs=swa, swa_lr=cfg.swa_lr or cfg.lr / 2, mixup=cfg.mixup)
     train = data.train.head(cfg.train_subset, seed=seed)
     if cfg.distill:
         if teacher is None:

@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from drivecompress.data.dataset import LabeledImages
-from drivecompress.data.transforms import AugmentConfig, augment_batch, to_tensor_batch
+from drivecompress.data.transforms import AugmentConfig, augment_batch, mix_batch, to_tensor_batch
 from drivecompress.evaluate.predictor import TorchPredictor, predict_all
 from drivecompress.train import distributed as ddp
 from drivecompress.train.progress import TrainProgress
@@ -54,6 +54,9 @@ class TrainConfig:
     class_balance: float = Field(0.0, ge=0, le=1)
     swa_epochs: int = Field(0, ge=0)
     swa_lr: float = Field(0.03, gt=0)
+    mixup: float = Field(0.0, ge=0, le=1)
+    """fraction of each batch replaced by unlabelled mixtures of two images (``mix_batch``): only for a
+    ``loss_fn`` that distils, since the plain cross-entropy ignores them"""
 
     @model_validator(mode="after")
     def _swa_within_epochs(self) -> TrainConfig:
@@ -241,13 +244,15 @@ def fit(
         for epoch in range(cfg.epochs):
             net.train()
             perm = torch.as_tensor(epoch_order(train.y, cfg.class_balance, rng))
-            run_loss, run_correct, seen = 0.0, 0, 0
+            run_loss, run_correct, seen, seen_labelled = 0.0, 0, 0, 0
             for b in range(steps_per_epoch):
                 idx = ddp.shard(perm[b * cfg.batch_size : (b + 1) * cfg.batch_size])
                 x = to_tensor_batch(x_all[idx], device)
                 y = y_all[idx].to(device)
                 if cfg.augment:
                     x = augment_batch(x, s_all[idx], cfg.augment_cfg, gen)
+                if cfg.mixup > 0:
+                    x, y = mix_batch(x, y, cfg.mixup, gen)
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 for g in opt.param_groups:
@@ -260,12 +265,14 @@ def fit(
                 opt.step()
                 step += 1
                 run_loss += float(loss.detach()) * len(y)
-                run_correct += int((logits.argmax(1) == y).sum())
+                labelled = y >= 0  # mixed images have no label to be right about
+                run_correct += int((logits.argmax(1) == y)[labelled].sum())
                 seen += len(y)
-                bar.advance(loss=run_loss / seen, acc=run_correct / seen)
-            run_loss, run_correct, seen = ddp.sum_over_ranks(run_loss, run_correct, seen)
+                seen_labelled += int(labelled.sum())
+                bar.advance(loss=run_loss / seen, acc=run_correct / max(seen_labelled, 1))
+            run_loss, run_correct, seen, seen_labelled = ddp.sum_over_ranks(run_loss, run_correct, seen, seen_labelled)
             val_acc = _val_accuracy(model, val, device, cfg.eval_batch_size)
-            rec = {"epoch": epoch + 1, "train_loss": run_loss / seen, "train_acc": run_correct / seen,
+            rec = {"epoch": epoch + 1, "train_loss": run_loss / seen, "train_acc": run_correct / max(seen_labelled, 1),
                    "val_acc": val_acc, "lr": opt.param_groups[0]["lr"]}
             history.append(rec)
             bar.end_epoch(val_acc)
