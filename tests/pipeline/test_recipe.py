@@ -42,6 +42,8 @@ def test_defaults_are_filled_in():
         ({"steps": [{"type": "ptq", "calibration_images": "many"}]}, "key 'calibration_images'"),
         ({"steps": [{"type": "ptq", "calibration": "magic"}]}, "key 'calibration'"),
         ({"steps": [{"type": "finetune", "epochs": 0}]}, "step 0 (finetune): key 'epochs'"),
+        ({"steps": [{"type": "finetune", "distill": False, "mixup": 0.5}]},
+         "step 0 (finetune): mixup needs distill: true"),  # a rule across keys: its message names them
         ({"steps": [{"calibration": "minmax"}]}, "needs a 'type'"),
         ({"steps": []}, "'steps' must be a non-empty list"),
         ({"steps": [{"type": "ptq"}], "budgets": {"max_acc_drop": 1}}, "unknown key 'budgets.max_acc_drop'"),

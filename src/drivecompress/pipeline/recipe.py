@@ -74,9 +74,11 @@ class Recipe(BaseModel):
 
 def _fmt_error(where: str, exc: ValidationError) -> str:
     e = exc.errors()[0]
-    key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    key = ".".join(str(p) for p in e["loc"])
     if e["type"] == "extra_forbidden":
         return f"{where}: unknown key '{key}'"
+    if not key:  # a rule across keys (e.g. mixup needs distill): its message names them; the input is all keys
+        return f"{where}: {e['msg'].removeprefix('Value error, ')}"
     return f"{where}: key '{key}': {e['msg']} (got {e.get('input')!r})"
 
 
