@@ -152,3 +152,30 @@ def test_noise_level_is_reported_beside_the_verdict_and_grows_with_discordance()
     assert "noise" not in check_gate(_m(base, y), _m(cand, y), BUDGETS, SAFETY, CLASS_NAMES, y)  # opt-in
     again = noise_level(base, cand, y, BUDGETS, SAFETY, 100)  # seeded: the same figure every time
     assert again == g["noise"]
+
+
+def test_noise_level_by_confidence_sees_losses_clustered_where_the_baseline_was_unsure():
+    """A baseline unsure (true-class p 0.3) of 40 of its right answers, all in one 400-image safety class
+    (general caution, tolerance 4), sure of everything else; a candidate that loses 10 of those unsure images
+    and gains 10 of the baseline's errors elsewhere. Flips spread uniformly rarely land 5 net on that class;
+    flips that fall where the baseline was unsure, as this candidate's do, often do: the second null refuses
+    far more often, and it is only computed when the baseline's probabilities are known."""
+    from drivecompress.pipeline.gate import confidence_propensity, noise_level
+
+    y = _labels(400)
+    rng = np.random.default_rng(0)
+    base = np.where(rng.random(len(y)) < 0.02, (y + 1) % 43, y)
+    base[y == 18] = 18  # general caution: all right, 40 of them barely
+    p = np.where(base == y, 0.99, 0.05)
+    unsure = np.flatnonzero(y == 18)[:40]
+    p[unsure] = 0.3
+    cand = base.copy()
+    cand[unsure[:10]] = 17
+    wrong = np.flatnonzero(base != y)[:10]
+    cand[wrong] = y[wrong]
+    prop = confidence_propensity(base == y, cand == y, p)
+    assert abs(prop.sum() - 20) < 1e-6  # expected flips = the candidate's discordance, half each way
+    assert prop[unsure].mean() > 20 * prop[(base == y) & (p > 0.9)].mean()
+    n = noise_level(base, cand, y, BUDGETS, SAFETY, 200, base_probability=p)
+    assert n["equal_quality_refusal_rate"] < 0.1 < 0.3 < n["equal_quality_refusal_rate_by_confidence"], n
+    assert "equal_quality_refusal_rate_by_confidence" not in noise_level(base, cand, y, BUDGETS, SAFETY, 20)
