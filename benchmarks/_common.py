@@ -34,8 +34,11 @@ def save_results(out: Path, rows: list[dict[str, Any]], machine: dict[str, Any] 
     return machine
 
 
-def predictions(path: Path) -> np.ndarray:
-    """Per-image predictions saved by a run: its final model's (report.json), a step's (done.json) or a
-    measured model's (``*_metrics.json``)."""
+def predictions(path: Path, key: str = "predictions") -> np.ndarray:
+    """Per-image predictions (or another per-image list, e.g. ``true_class_probability``) saved by a run: its
+    final model's (report.json), a step's (done.json) or a measured model's (``*_metrics.json``)."""
     d = json.loads(path.read_text())
-    return np.asarray(d.get("final", d.get("metrics", d))["predictions"])
+    m = d.get("final", d.get("metrics", d))
+    if key not in m:
+        raise SystemExit(f"{path}: no '{key}' (measured before it was recorded? re-measure the model)")
+    return np.asarray(m[key])

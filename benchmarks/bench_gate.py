@@ -18,6 +18,11 @@ often, so no real loss), the refusal rate of the paired gate. ``--a`` is then th
 
 ``--power`` (with ``--sweep``) adds the other error rate: how often candidates with a real loss (a few points
 of one safety-critical class, or of all images) on top of that noise are refused.
+
+``--like CANDIDATE`` (with ``--sweep``) makes the simulated flips fall as that candidate's do, per bin of the
+baseline's true-class probability (``pipeline/gate.py`` ``confidence_propensity``, scaled to each discordance),
+instead of uniformly: compressed models mostly lose the images the baseline barely won, which cluster in a few
+classes. ``--a`` must then carry the baseline's ``true_class_probability`` (runs measured since 2026-11-27).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import numpy as np
 from _common import predictions, print_table, save_results
 
 from drivecompress.data.api import Data
-from drivecompress.pipeline.gate import check_gate, equal_quality_candidate
+from drivecompress.pipeline.gate import check_gate, confidence_propensity, equal_quality_candidate
 from drivecompress.pipeline.recipe import Budgets
 
 
@@ -61,15 +66,20 @@ def degrade(cand_ok: np.ndarray, y: np.ndarray, cls: int | None, points: float,
 
 
 def simulate(pred: np.ndarray, y: np.ndarray, q: float, data: Data, budgets: Budgets, trials: int,
-             rng: np.random.Generator, loss: tuple[int | None, float] | None = None) -> dict[str, int]:
+             rng: np.random.Generator, loss: tuple[int | None, float] | None = None,
+             propensity: np.ndarray | None = None) -> dict[str, int]:
     """Refusals of ``trials`` candidates of the model predicting ``pred`` at per-image discordance ``q``, by
-    rule: of equal quality, or with the real ``loss`` (class or None for all images, points) added."""
+    rule: of equal quality, or with the real ``loss`` (class or None for all images, points) added. With
+    ``propensity`` (per-image flip probabilities, summing to any total) the flips follow it, scaled to ``q``."""
+    if propensity is not None:
+        propensity = np.clip(propensity * q * len(y) / propensity.sum(), 0.0, 1.0)
     ok = pred == y
     safety = sorted(data.safety_critical)
     base = {"accuracy": float(ok.mean()), "predictions": pred.tolist()}
     refused = {"paired gate": 0, "old rate rule": 0, "systematic loss": 0, "degraded": 0, "pooled bound": 0}
     for _ in range(trials):
-        cand_ok = equal_quality_candidate(ok, q, rng)
+        cand_ok = (equal_quality_candidate(ok, q, rng) if propensity is None
+                   else ok ^ (rng.random(len(ok)) < propensity))
         if loss is not None:
             cand_ok = degrade(cand_ok, y, *loss, rng)
         cand = np.where(cand_ok, y, (y + 1) % data.num_classes)
@@ -92,6 +102,8 @@ def main() -> int:
     ap.add_argument("--sweep", help="comma-separated discordances in percent of test images, e.g. 0.25,0.5,1")
     ap.add_argument("--power", action="store_true", help="with --sweep: the refusal rate of candidates with a real "
                     "loss (one class a few points, or all images) on top of the noise: the gate's power")
+    ap.add_argument("--like", type=Path, help="with --sweep: a candidate's report.json/done.json whose flips, by "
+                    "the baseline's true-class probability, the simulated ones follow (default: uniform flips)")
     ap.add_argument("--trials", type=int, default=2000)
     ap.add_argument("--budget", type=float, default=1.0, help="max_safety_recall_drop (points)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_gate"))
@@ -103,17 +115,26 @@ def main() -> int:
     pred = predictions(a.a)
     budgets = Budgets(max_accuracy_drop=0.5, max_safety_recall_drop=a.budget)
     rng = np.random.default_rng(0)
+    if a.like is not None and a.sweep is None:
+        ap.error("--like needs --sweep")
     if a.sweep is not None:
+        prop = None
+        if a.like is not None:
+            like = predictions(a.like)
+            if len(like) != len(y):
+                ap.error(f"--like {a.like}: {len(like)} predictions, the test set has {len(y)}")
+            prop = confidence_propensity(pred == y, like == y, predictions(a.a, "true_class_probability"))
         try:
             qs = [float(v) / 100 for v in a.sweep.split(",")]
         except ValueError:
             ap.error(f"--sweep {a.sweep!r}: expected comma-separated numbers (percent)")
         rows = []
         for q in qs:
-            r = simulate(pred, y, q, data, budgets, a.trials, rng)
+            r = simulate(pred, y, q, data, budgets, a.trials, rng, propensity=prop)
             rows.append({"discordance": q, "images": round(q * len(y)), **{k: v / a.trials for k, v in r.items()}})
+        how = f"flips as {a.like}'s by baseline confidence" if a.like else "uniform flips"
         print_table(f"equal-quality candidates refused, by discordance with the baseline ({a.trials} trials each, "
-                    f"budget {a.budget:g} points)",
+                    f"budget {a.budget:g} points, {how})",
                     ("discordance", "discordant images", "paired gate", "by net-loss tolerance", "by McNemar/Holm",
                      "by pooled bound", "old rate rule"),
                     [(f"{100 * r['discordance']:.2f}%", str(r["images"]), f"{100 * r['paired gate']:.1f}%",
@@ -125,7 +146,7 @@ def main() -> int:
                 row = {"loss": label}
                 for q in qs:
                     row[f"{100 * q:.2f}%"] = simulate(pred, y, q, data, budgets, a.trials, rng,
-                                                      (cls, pts))["paired gate"] / a.trials
+                                                      (cls, pts), prop)["paired gate"] / a.trials
                 power.append(row)
             print_table(f"candidates with a real loss refused (the gate's power; {a.trials} trials each), by "
                         "discordance with the baseline", ("real loss", *(f"{100 * q:.2f}%" for q in qs)),
