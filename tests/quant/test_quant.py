@@ -80,6 +80,28 @@ def test_exclusion_keeps_matching_layers_float(fp32_onnx, calib, tmp_path):
         quantize_ptq(fp32_onnx, tmp_path / "x.onnx", calib, PTQConfig(exclude=("nope*",)))
 
 
+def test_exclude_ops_keeps_every_residual_add_float(fp32_onnx, calib, tmp_path):
+    """``exclude_ops: [Add]``: no residual Add's output is re-quantized (in the default model every one is), the
+    convolutions stay int8, and an operator type the graph lacks keeps nothing (no error: a recipe's setting
+    must work on networks without residual adds)."""
+    def requantized_adds(path) -> tuple[int, int]:
+        g = onnx.load(str(path)).graph
+        consumers = {i: n.op_type for n in g.node for i in n.input}
+        adds = [n for n in g.node if n.op_type == "Add"]
+        return len(adds), sum(consumers.get(n.output[0]) == "QuantizeLinear" for n in adds)
+
+    full = quantize_ptq(fp32_onnx, tmp_path / "full.onnx", calib, PTQConfig(calibration_images=32))
+    n_adds, requantized = requantized_adds(full.path)
+    assert n_adds >= 2 and requantized == n_adds
+    res = quantize_ptq(fp32_onnx, tmp_path / "adds.onnx", calib, PTQConfig(calibration_images=32, exclude_ops=["Add"]))
+    assert len(res.excluded_nodes) == n_adds
+    assert requantized_adds(res.path) == (n_adds, 0)
+    assert int8_weight_count(res.path)["int8_elements"] == int8_weight_count(full.path)["int8_elements"]
+    none = quantize_ptq(fp32_onnx, tmp_path / "none.onnx", calib,
+                        PTQConfig(calibration_images=32, exclude_ops=["LSTM"]))
+    assert none.excluded_nodes == []
+
+
 def test_sensitivity_measures_every_layer(fp32_onnx, calib, splits):
     rep = layer_sensitivity(fp32_onnx, calib[:32], splits.val.head(100), PTQConfig(calibration_images=32))
     assert len(rep.per_node_drop) >= 8 and 0 <= rep.fp32_accuracy <= 1
