@@ -100,6 +100,8 @@ def test_exclude_ops_keeps_every_residual_add_float(fp32_onnx, calib, tmp_path):
     none = quantize_ptq(fp32_onnx, tmp_path / "none.onnx", calib,
                         PTQConfig(calibration_images=32, exclude_ops=["LSTM"]))
     assert none.excluded_nodes == []
+    with pytest.raises(ValueError, match="'add' is not an ONNX operator type"):
+        PTQConfig(exclude_ops=["add"])
 
 
 def test_sensitivity_measures_every_layer(fp32_onnx, calib, splits):

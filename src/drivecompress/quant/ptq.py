@@ -20,7 +20,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from drivecompress.core import StepConfig
 from drivecompress.errors import BadInputError
@@ -55,6 +55,15 @@ class PTQConfig(StepConfig):
     max_drop_points: float | None = Field(None, ge=0, description="sensitivity-guided float fallback budget")
     reduce_range: bool | None = Field(None, description="7-bit weights; default: on CPUs whose int8 kernels "
                                       "saturate (x86 without VNNI)")
+
+    @field_validator("exclude_ops")
+    @classmethod
+    def _known_ops(cls, ops: list[str]) -> list[str]:
+        """A misspelt type ("add") would silently keep nothing float: refuse what ONNX does not define."""
+        bad = [op for op in ops if not onnx.defs.has(op)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not an ONNX operator type (they are case-sensitive: Add, Mul, Concat)")
+        return ops
 
 
 @dataclass(frozen=True)
