@@ -126,10 +126,10 @@ def quantize_ptq(
     logging.getLogger().setLevel(logging.WARNING)  # ORT's quantizer logs every node at INFO
     with tempfile.TemporaryDirectory(prefix="dc-ptq-") as tmp:
         model_in = preprocess(src, Path(tmp) / "pre.onnx") if cfg.preprocess else src
-        graph = onnx.load(str(model_in))
-        names = quantizable_nodes(graph)
+        proto = onnx.load(str(model_in))
+        names = quantizable_nodes(proto)
         excluded = resolve_patterns(names, cfg.exclude)
-        excluded += [n.name for n in graph.graph.node
+        excluded += [n.name for n in proto.graph.node
                      if n.op_type in cfg.exclude_ops and n.name and n.name not in excluded]
         extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
         if cfg.calibration == "percentile":
