@@ -179,3 +179,7 @@ def test_noise_level_by_confidence_sees_losses_clustered_where_the_baseline_was_
     n = noise_level(base, cand, y, BUDGETS, SAFETY, 200, base_probability=p)
     assert n["equal_quality_refusal_rate"] < 0.1 < 0.3 < n["equal_quality_refusal_rate_by_confidence"], n
     assert "equal_quality_refusal_rate_by_confidence" not in noise_level(base, cand, y, BUDGETS, SAFETY, 20)
+    # the per-class rows count the lost images the baseline itself won below p 0.5 (what `drivecompress gate` prints)
+    rows = {r["class"]: r for r in check_gate(_m(base, y, true_class_probability=p.tolist()), _m(cand, y), BUDGETS,
+                                               SAFETY, CLASS_NAMES, y)["classes"]}
+    assert rows[18]["lost_baseline_below_half"] == 10 and rows[17]["lost_baseline_below_half"] == 0

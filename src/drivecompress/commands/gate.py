@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     from drivecompress.errors import BadInputError, GateRefusedError
     from drivecompress.evaluate.measure import evaluate_predictor
     from drivecompress.pipeline.gate import NOISE_TRIALS, check_gate, noise_sentence
-    from drivecompress.pipeline.runner import newly_missed
     from drivecompress.utils.device import select_device
 
     if a.subset is not None and a.subset < 1:
@@ -48,14 +46,12 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
                                           num_classes=data.num_classes))
     gate = check_gate(metrics[0], metrics[1], recipe.budgets, sorted(data.safety_critical), data.class_names, test.y,
                       noise_trials=NOISE_TRIALS)
-    # how many of each class's lost images the baseline itself won at a true-class probability below 0.5
-    unsure = Counter(m["true"] for m in newly_missed(metrics[0], metrics[1], test, data, limit=len(test))
-                     if m.get("baseline_probability", 1.0) < 0.5)
     result = {"baseline": a.baseline, "candidate": a.candidate, "images": len(test),
               "accuracy": f"{100 * metrics[0]['accuracy']:.2f}% -> {100 * metrics[1]['accuracy']:.2f}%",
               "passed": gate["passed"], "violations": gate["violations"],
               "lost_gained": {str(r["class"]): f"-{r['lost']} +{r['gained']} of {r['n']}"
-                              + (f" ({unsure[r['name']]} lost at baseline p < 0.5)" if unsure[r["name"]] else "")
+                              + (f" ({r['lost_baseline_below_half']} lost at baseline p < 0.5)"
+                                 if r.get("lost_baseline_below_half") else "")
                               for r in gate["classes"] if r["lost"] or r["gained"]},
               "pooled": {r["scope"]: f"{r['difference_points']:+.2f} pts (bound {r['lower_bound_points']:+.2f})"
                          for r in gate["pooled"]}}

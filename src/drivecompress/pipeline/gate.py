@@ -229,11 +229,14 @@ def check_gate(baseline: dict[str, Any], final: dict[str, Any], budgets: Budgets
             rows, bad = paired_rules(bp, fp, y, budgets, safety, names)
             out |= rows
             v += bad
+            tp = baseline.get("true_class_probability")
+            tp = np.asarray(tp) if tp is not None and len(tp) == len(y) else None
+            if tp is not None:  # lost images the baseline itself won below p 0.5: the weaker evidence
+                weak = (bp == y) & (fp != y) & (tp < 0.5)
+                for r in out["classes"]:
+                    r["lost_baseline_below_half"] = int((weak & (y == r["class"])).sum())
             if noise_trials > 0:
-                tp = baseline.get("true_class_probability")
-                out["noise"] = noise_level(bp, fp, y, budgets, safety, noise_trials,
-                                           base_probability=np.asarray(tp) if tp is not None and len(tp) == len(y)
-                                           else None)
+                out["noise"] = noise_level(bp, fp, y, budgets, safety, noise_trials, base_probability=tp)
     if budgets.max_latency_ms is not None and not final.get("latency_ms_p50", math.inf) <= budgets.max_latency_ms:
         v.append(f"batch-1 p50 latency {final.get('latency_ms_p50')} ms exceeds {budgets.max_latency_ms:.3f} ms")
     if budgets.max_size_bytes is not None and not final.get("size_bytes", math.inf) <= budgets.max_size_bytes:
