@@ -59,6 +59,33 @@ def test_cli_compresses_an_onnx_file_from_outside_the_zoo(tmp_path, data, capsys
     assert re.match(r"the candidate disagrees with the baseline on \d+\.\d\d% ", doc["gate_noise"])
 
 
+def test_residual_adds_stay_float_on_a_users_network_through_cli_and_api(tmp_path, data, mini_data, capsys):
+    """``exclude_ops: [Add]`` (the default recipe's) on a network from outside the zoo: the CLI keeps every Add
+    of the user's ONNX graph out of quantization (named in the step's notes) while the convolutions are int8,
+    and ``dc.quantize`` does the same to a user's nn.Module, giving a different graph from the default PTQ."""
+    src = _user_onnx(tmp_path, data)
+    out = tmp_path / "run"
+    rc = main(["compress", str(src), "--recipe", str(repo_root() / "recipes" / "default.yaml"), "--out", str(out),
+               "--json", *QUICK])
+    assert rc in (0, 3)
+    capsys.readouterr()
+    report = __import__("json").loads((out / "report.json").read_text())
+    g = onnx.load(str(out / ("model.onnx" if rc == 0 else "model.rejected.onnx"))).graph
+    adds = sorted(n.name for n in g.node if n.op_type == "Add")
+    assert adds and sorted(report["steps"][0]["notes"]["kept_float"]) == adds
+    assert onnx.TensorProto.INT8 in {i.data_type for i in g.initializer}
+
+    def q_nodes(path) -> int:
+        return sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node)
+
+    net = make_net("se_group")
+    kept = dc.quantize(net, mini_data, tmp_path / "api.onnx", dc.PTQConfig(calibration_images=32,
+                                                                            exclude_ops=["Add"]))["kept_float"]
+    assert kept and all(n.rsplit("/", 1)[-1].startswith("Add") for n in kept)
+    dc.quantize(net, mini_data, tmp_path / "default.onnx", dc.PTQConfig(calibration_images=32))
+    assert q_nodes(tmp_path / "api.onnx") != q_nodes(tmp_path / "default.onnx")
+
+
 @pytest.mark.parametrize("recipe", ["prune-structured.yaml", "int8-qat.yaml", "distill-student.yaml"])
 def test_module_steps_on_onnx_exit_2_naming_the_step(recipe, tmp_path, data, capsys):
     src = _user_onnx(tmp_path, data)
