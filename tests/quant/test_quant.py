@@ -41,6 +41,14 @@ def _dq_scales(path) -> dict[str, float]:
             if n.op_type == "QuantizeLinear" and n.input[1] in inits and inits[n.input[1]].ndim == 0}
 
 
+def requantized_adds(path) -> tuple[int, int]:
+    """(Add nodes, how many of them have their output re-quantized) in a QDQ graph."""
+    g = onnx.load(str(path)).graph
+    consumers = {i: n.op_type for n in g.node for i in n.input}
+    adds = [n for n in g.node if n.op_type == "Add"]
+    return len(adds), sum(consumers.get(n.output[0]) == "QuantizeLinear" for n in adds)
+
+
 def test_ptq_graph_holds_int8_weights_and_runs(fp32_onnx, calib, tmp_path, test_subset):
     res = quantize_ptq(fp32_onnx, tmp_path / "int8.onnx", calib, PTQConfig(calibration_images=64))
     kinds = int8_weight_count(res.path)
@@ -84,12 +92,6 @@ def test_exclude_ops_keeps_every_residual_add_float(fp32_onnx, calib, tmp_path):
     """``exclude_ops: [Add]``: no residual Add's output is re-quantized (in the default model every one is), the
     convolutions stay int8, and an operator type the graph lacks keeps nothing (no error: a recipe's setting
     must work on networks without residual adds)."""
-    def requantized_adds(path) -> tuple[int, int]:
-        g = onnx.load(str(path)).graph
-        consumers = {i: n.op_type for n in g.node for i in n.input}
-        adds = [n for n in g.node if n.op_type == "Add"]
-        return len(adds), sum(consumers.get(n.output[0]) == "QuantizeLinear" for n in adds)
-
     full = quantize_ptq(fp32_onnx, tmp_path / "full.onnx", calib, PTQConfig(calibration_images=32))
     n_adds, requantized = requantized_adds(full.path)
     assert n_adds >= 2 and requantized == n_adds
@@ -168,6 +170,33 @@ def test_mixed_precision_keeps_float_only_when_it_helps(fp32_onnx, calib, splits
     assert strict.final_accuracy >= accs[0]  # keeping layers float never made it worse
     assert len(strict.kept_float) <= len(strict.per_node_drop) // 2
     assert (tmp_path / "b.onnx").exists() and not (tmp_path / "b.trial.onnx").exists()
+
+
+def test_mixed_precision_finds_the_operator_type_that_costs_accuracy(fp32_onnx, calib, splits, tmp_path,
+                                                                    monkeypatch):
+    """The type stage runs before any per-layer analysis and keeps every Add float when that is what costs
+    accuracy. The accuracy is a stand-in read from the real quantized graph (each re-quantized Add costs 2
+    points), so the search, not the tiny model's noise, is what is tested."""
+    from drivecompress.quant import sensitivity
+    from drivecompress.quant.ptq import activation_op_types, preprocess
+
+    def acc(path, data):
+        if path == fp32_onnx:
+            return 0.9
+        return 0.9 - 0.02 * requantized_adds(path)[1]
+
+    monkeypatch.setattr(sensitivity, "_acc", acc)
+    rep = sensitivity.mixed_precision(fp32_onnx, tmp_path / "m.onnx", calib[:32], splits.val.head(50),
+                                      PTQConfig(calibration_images=32), 0.5)
+    types = activation_op_types(onnx.load(str(preprocess(fp32_onnx, tmp_path / "pre.onnx"))))
+    assert "Add" in types and sorted(rep.per_op_type_drop) == types  # every weightless type measured once
+    assert rep.per_op_type_drop["Add"] == pytest.approx(0.0)
+    assert all(v > 1.0 for t, v in rep.per_op_type_drop.items() if t != "Add")
+    assert rep.kept_float_ops == ["Add"] and rep.kept_float == [] and rep.per_node_drop == {}
+    n_adds, requantized = requantized_adds(tmp_path / "m.onnx")
+    assert n_adds >= 2 and requantized == 0 and rep.final_accuracy == pytest.approx(0.9)
+    assert [s["kept_float"] for s in rep.steps] == ["-", "every Add"]
+    assert not (tmp_path / "m.trial.onnx").exists()
 
 
 @pytest.mark.parametrize("n", [300, 37])

@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from pydantic import Field, field_validator
 
 from drivecompress.core import StepConfig
@@ -87,6 +88,14 @@ def _load_onnx(path: Path) -> onnx.ModelProto:
 def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
     """Names of the nodes whose weights ORT quantizes (Conv/Gemm/MatMul)."""
     return [n.name for n in model.graph.node if n.op_type in QUANTIZABLE_OPS]
+
+
+def activation_op_types(model: onnx.ModelProto) -> list[str]:
+    """Operator types of the graph that ORT's quantizer also quantizes without weights (its default set is the
+    union of its QLinear and QDQ registries): the candidates for keeping a whole type float (a residual
+    ``Add``, a ``Concat`` of two branches) that a per-layer analysis of Conv/Gemm cannot see."""
+    quantized = set(QLinearOpsRegistry) | set(QDQRegistry)
+    return sorted({n.op_type for n in model.graph.node} & quantized - set(QUANTIZABLE_OPS))
 
 
 def resolve_patterns(names: list[str], patterns: list[str]) -> list[str]:

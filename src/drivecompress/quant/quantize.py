@@ -19,8 +19,8 @@ from drivecompress.quant.sensitivity import mixed_precision
 def quantize(model: nn.Module | str | Path, data: Data, out: str | Path, cfg: PTQConfig | None = None, *,
              seed: int = 0) -> dict[str, Any]:
     """Int8 PTQ of a module (exported to float ONNX first, parity checked) or of a float ONNX file, calibrated on
-    ``data``'s training images; with ``cfg.max_drop_points`` the most sensitive layers stay float. Returns
-    notes (which nodes stayed float, per-node drops when measured)."""
+    ``data``'s training images; with ``cfg.max_drop_points`` the most sensitive operator types and layers stay
+    float. Returns notes (which nodes / types stayed float, per-type and per-node drops when measured)."""
     cfg = cfg or PTQConfig()
     out = Path(out)
     calib = deploy_input(data.train.head(cfg.calibration_images, seed=seed).x)
@@ -33,7 +33,9 @@ def quantize(model: nn.Module | str | Path, data: Data, out: str | Path, cfg: PT
     try:
         if cfg.max_drop_points is not None:
             rep = mixed_precision(fp32, out, calib, data.val.head(2000, seed=seed), cfg, cfg.max_drop_points)
-            return {"kept_float": rep.kept_float, "per_node_drop": rep.per_node_drop}
+            return {"kept_float": rep.kept_float, "kept_float_ops": rep.kept_float_ops,
+                    "per_op_type_drop": rep.per_op_type_drop, "per_node_drop": rep.per_node_drop,
+                    "sensitivity_steps": rep.steps}
         return {"kept_float": quantize_ptq(fp32, out, calib, cfg).excluded_nodes}
     finally:
         if tmp is not None:

@@ -140,6 +140,13 @@ def step_details(report: dict[str, Any]) -> str:
         if "kept_float" in notes:
             kept = ", ".join(notes["kept_float"]) or "none"
             parts.append(f"<p>Layers kept in float: {html.escape(kept)}</p>")
+        if notes.get("kept_float_ops"):
+            parts.append(f"<p>Operator types kept in float (every node of the type): "
+                         f"{html.escape(', '.join(notes['kept_float_ops']))}</p>")
+        if notes.get("sensitivity_steps"):
+            parts.append("<table><tr><th>kept in float</th><th>validation accuracy</th></tr>" + "".join(
+                f"<tr><td>{html.escape(str(st['kept_float']))}</td><td>{100 * st['accuracy']:.2f}%</td></tr>"
+                for st in notes["sensitivity_steps"]) + "</table>")
         if parts:
             out.append(f"<h3>{html.escape(s['name'])} ({html.escape(s['type'])})</h3>" + "".join(parts))
     return ("<h2>Inside each step</h2>" + "\n".join(out)) if out else ""
