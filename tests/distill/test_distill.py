@@ -165,3 +165,20 @@ def test_distiller_weighs_what_the_student_newly_misses():
     assert wrong.any()
     assert torch.allclose(losses[1], expected, atol=1e-5)
     assert float(losses[1].detach()) > float(losses[0].detach())
+
+
+def test_mixed_images_do_not_shrink_the_label_term():
+    """Mixed images (label UNLABELLED) contribute no cross-entropy; the term is averaged over the labelled images,
+    so it equals the plain cross-entropy of those, whatever fraction of the batch was mixed."""
+    from drivecompress.data.transforms import UNLABELLED
+
+    torch.manual_seed(0)
+    s, t = torch.randn(8, 5), torch.randn(8, 5)
+    y = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    mixed = y.clone()
+    mixed[4:] = UNLABELLED
+    assert torch.allclose(soft_target_loss(s, t, mixed, alpha=0.0), F.cross_entropy(s[:4], y[:4]))
+    w = torch.tensor([1.0, 3.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    expected = (F.cross_entropy(s[:4], y[:4], reduction="none") * w[:4]).mean()
+    assert torch.allclose(soft_target_loss(s, t, mixed, alpha=0.0, weights=w), expected)
+    assert torch.allclose(soft_target_loss(s, t, y, alpha=0.0), F.cross_entropy(s, y))  # nothing mixed: unchanged

@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from drivecompress.data.transforms import UNLABELLED
+
 
 def _mean(per_image: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
     """A batch mean in which image i counts ``weights[i]`` times (plain mean without weights)."""
@@ -38,6 +40,9 @@ def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     """alpha x KD + (1 - alpha) x cross-entropy on the true labels (alpha=0 is plain cross-entropy); ``weights``
     makes image i count weights[i] times in both terms."""
     ce = _mean(F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing, reduction="none"), weights)
+    labelled = int((labels != UNLABELLED).sum())
+    if 0 < labelled < len(labels):  # mixed images (mixup) carry no label: average over the labelled ones only,
+        ce = ce * (len(labels) / labelled)  # so mixing a fraction of the batch does not shrink the label term
     if alpha == 0:
         return ce
     return alpha * kd_kl(student_logits, teacher_logits, temperature, weights) + (1 - alpha) * ce
