@@ -140,6 +140,10 @@ def test_quantization_recipes_run_end_to_end(tmp_path, ckpt):
         assert main(args) == 0, name
         assert (out / "baseline.onnx").exists()
         assert int8_weight_count(out / "model.onnx")["int8_elements"] > 10_000
+        if name == "int8-ptq":  # the recipe runs the sensitivity analysis; report.html shows its search
+            notes = json.loads((out / "report.json").read_text())["steps"][0]["notes"]
+            assert notes["sensitivity_steps"][0]["kept_float"] == "-" and "kept_float_ops" in notes
+            assert "<th>kept in float</th><th>validation accuracy</th>" in (out / "report.html").read_text()
 
 
 def test_prune_with_distillation_recovery_keeps_the_teacher_intact(tmp_path, ckpt):
