@@ -130,6 +130,7 @@ def test_finalists_are_trained_quantized_gated_and_resumed(mini_data, tmp_path, 
     monkeypatch.setattr(runner, "run_recipe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     again = search(teacher, mini_data, tmp_path / "s", cfg, resume=True)
     assert [(r["trial"], r["accuracy"]) for r in again["finalists"]] == [(r["trial"], r["accuracy"]) for r in rows]
+    assert again["phases"]["search_s"] == doc["phases"]["search_s"] > 0  # the proxy phase's time is kept
 
 
 def test_spearman_rank_correlation():

@@ -265,7 +265,9 @@ def search(teacher: nn.Module, data: Data, out: str | Path, cfg: SearchConfig | 
         study.optimize(_Objective(teacher.cpu().eval(), data, out, cfg, dev),
                        n_trials=cfg.trials, timeout=cfg.budget_minutes * 60 if cfg.budget_minutes else None,
                        callbacks=[MaxTrialsCallback(cfg.trials, states=finished)], catch=(RuntimeError,))
-    phases = {"search_s": round(time.perf_counter() - t0, 1)}
+        phases = {"search_s": round(time.perf_counter() - t0, 1)}
+    else:  # a finalize-only call ran no trial: keep the proxy phase's time that the search recorded
+        phases = {"search_s": _previous_phases(out).get("search_s", 0.0)}
     doc = summarize(study, out, data, cfg, phases["search_s"], teacher=teacher, phases=phases)
     if cfg.finalists:
         from drivecompress.search.finalize import finalize
@@ -276,6 +278,13 @@ def search(teacher: nn.Module, data: Data, out: str | Path, cfg: SearchConfig | 
         atomic_write_json(out / "pareto.json", doc)
         _write_html(doc, study, out / "report.html")
     return doc
+
+
+def _previous_phases(out: Path) -> dict[str, float]:
+    try:
+        return dict(json.loads((out / "pareto.json").read_text()).get("phases", {}))
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def summarize(study: Any, out: Path, data: Data, cfg: SearchConfig, seconds: float,
