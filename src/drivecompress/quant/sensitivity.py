@@ -41,9 +41,11 @@ def _acc(path: Path, data: LabeledImages) -> float:
     return float((predict_all(OnnxPredictor(path), data.x).argmax(1) == data.y).mean())
 
 
-def layer_sensitivity(fp32_onnx: Path, calib: np.ndarray, val: LabeledImages, cfg: PTQConfig) -> SensitivityReport:
-    """Quantize each Conv/Gemm alone and record the accuracy drop on ``val``."""
-    base = _acc(fp32_onnx, val)
+def layer_sensitivity(fp32_onnx: Path, calib: np.ndarray, val: LabeledImages, cfg: PTQConfig,
+                      base: float | None = None) -> SensitivityReport:
+    """Quantize each Conv/Gemm alone and record the accuracy drop on ``val`` (``base``: the fp32 model's accuracy
+    on ``val`` when the caller has it)."""
+    base = _acc(fp32_onnx, val) if base is None else base
     with tempfile.TemporaryDirectory(prefix="dc-sens-") as tmp:
         names = quantizable_nodes(onnx.load(str(preprocess(fp32_onnx, Path(tmp) / "pre.onnx"))))
         drops = {}
@@ -80,10 +82,11 @@ def _keep_float_greedily(fp32_onnx: Path, out: Path, calib: np.ndarray, val: Lab
     return cfg, acc
 
 
-def op_type_sensitivity(fp32_onnx: Path, calib: np.ndarray, val: LabeledImages, cfg: PTQConfig) -> dict[str, float]:
+def op_type_sensitivity(fp32_onnx: Path, calib: np.ndarray, val: LabeledImages, cfg: PTQConfig,
+                        base: float | None = None) -> dict[str, float]:
     """Per weightless operator type the graph has (and ``cfg`` does not already keep float): the accuracy drop
     (points, fp32 minus int8) of the model quantized with every node of that type kept float."""
-    base = _acc(fp32_onnx, val)
+    base = _acc(fp32_onnx, val) if base is None else base
     with tempfile.TemporaryDirectory(prefix="dc-sens-") as tmp:
         types = [t for t in activation_op_types(onnx.load(str(preprocess(fp32_onnx, Path(tmp) / "pre.onnx"))))
                  if t not in cfg.exclude_ops]
@@ -111,11 +114,11 @@ def mixed_precision(
         return 100.0 * (base - a) <= max_drop_points
 
     if not done(acc):
-        report.per_op_type_drop = op_type_sensitivity(fp32_onnx, calib, val, cfg)
+        report.per_op_type_drop = op_type_sensitivity(fp32_onnx, calib, val, cfg, base)
         order = sorted(report.per_op_type_drop, key=report.per_op_type_drop.get)
         cfg, acc = _keep_float_greedily(fp32_onnx, out, calib, val, cfg, "exclude_ops", order, acc, done, report)
     if not done(acc):
-        report.per_node_drop = layer_sensitivity(fp32_onnx, calib, val, cfg).per_node_drop
+        report.per_node_drop = layer_sensitivity(fp32_onnx, calib, val, cfg, base).per_node_drop
         order = sorted(report.per_node_drop, key=report.per_node_drop.get, reverse=True)
         cfg, acc = _keep_float_greedily(fp32_onnx, out, calib, val, cfg, "exclude",
                                         order[: max(1, len(order) // 2)], acc, done, report)
