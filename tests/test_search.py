@@ -131,6 +131,17 @@ def test_finalists_are_trained_quantized_gated_and_resumed(mini_data, tmp_path, 
     again = search(teacher, mini_data, tmp_path / "s", cfg, resume=True)
     assert [(r["trial"], r["accuracy"]) for r in again["finalists"]] == [(r["trial"], r["accuracy"]) for r in rows]
     assert again["phases"]["search_s"] == doc["phases"]["search_s"] > 0  # the proxy phase's time is kept
+    # read back in a moment, each finalist keeps the time its training took, and so does the phase
+    assert [r["seconds"] for r in again["finalists"]] == [r["seconds"] for r in rows]
+    assert again["phases"]["finalists_s"] == doc["phases"]["finalists_s"] == round(sum(r["seconds"] for r in rows), 1)
+
+    # a pareto.json that lost the times (an older version wrote 0.0): the study's own trial timestamps
+    broken = dict(again, phases={"search_s": 0.0}, finalists=[])
+    (tmp_path / "s" / "pareto.json").write_text(json.dumps(broken))
+    third = search(teacher, mini_data, tmp_path / "s", cfg, resume=True)
+    assert 0 < third["phases"]["search_s"] <= doc["phases"]["search_s"] + 1
+    steps = [json.loads(Path(r["run"], "report.json").read_text())["steps"] for r in rows]
+    assert [r["seconds"] for r in third["finalists"]] == [round(sum(s["seconds"] for s in st), 1) for st in steps]
 
 
 def test_spearman_rank_correlation():

@@ -82,21 +82,23 @@ def spearman(a: list[float], b: list[float]) -> float | None:
 
 
 def finalize(teacher: nn.Module, data: Data, out: Path, front: list[dict[str, Any]], cfg: SearchConfig,
-             device: torch.device) -> dict[str, Any]:
+             device: torch.device, recorded: dict[int, float] | None = None) -> dict[str, Any]:
     """Train, quantize, measure and gate the finalists; returns their rows, the proxy's rank correlation and
-    the chosen model (the fastest finalist the gate passed)."""
+    the chosen model (the fastest finalist the gate passed). ``recorded``: seconds per trial from an earlier
+    finalize phase, kept for the finalists it finished (read back here in a second)."""
     from drivecompress.api import as_model
     from drivecompress.pipeline.recipe import parse_recipe
     from drivecompress.pipeline.runner import run_recipe
 
-    rows = []
+    rows, before = [], recorded or {}
     for cand in pick_finalists(front, cfg.finalists, cfg.min_speedup):
         folder = out / "finalists" / f"{cand['trial']:04d}"
         folder.mkdir(parents=True, exist_ok=True)
         recipe_path, run_dir = folder / "recipe.yaml", folder / "run"
-        t0 = time.perf_counter()
-        if (run_dir / "report.json").exists():  # run before: its recipe stays the one it ran
+        t0, kept = time.perf_counter(), None
+        if (run_dir / "report.json").exists():  # run before: its recipe stays the one it ran, its time is kept
             rep = json.loads((run_dir / "report.json").read_text())
+            kept = before.get(cand["trial"]) or sum(s.get("seconds") or 0 for s in rep.get("steps", []))
         else:
             doc = candidate_recipe(cand, cfg)
             atomic_write_text(recipe_path, yaml.safe_dump(doc, sort_keys=False))
@@ -105,7 +107,7 @@ def finalize(teacher: nn.Module, data: Data, out: Path, front: list[dict[str, An
                                  resume=run_dir.exists(), device=device)
             except GateRefusedError as exc:
                 rep = exc.report
-        rows.append(_row(cand, rep, recipe_path, run_dir, time.perf_counter() - t0))
+        rows.append(_row(cand, rep, recipe_path, run_dir, kept or time.perf_counter() - t0))
     rho = spearman([r["proxy_accuracy"] for r in rows], [r["accuracy"] for r in rows])
     passed = [r for r in rows if r["gate_passed"]]
     chosen = max(passed, key=lambda r: r["speedup"] or 0) if passed else None

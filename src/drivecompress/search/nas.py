@@ -255,6 +255,7 @@ def search(teacher: nn.Module, data: Data, out: str | Path, cfg: SearchConfig | 
     cfg = cfg or SearchConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    previous = _previous_doc(out)  # read before this call's summary replaces it
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     study = open_study(storage, cfg, create=not resume)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -267,23 +268,34 @@ def search(teacher: nn.Module, data: Data, out: str | Path, cfg: SearchConfig | 
                        callbacks=[MaxTrialsCallback(cfg.trials, states=finished)], catch=(RuntimeError,))
         phases = {"search_s": round(time.perf_counter() - t0, 1)}
     else:  # a finalize-only call ran no trial: keep the proxy phase's time that the search recorded
-        phases = {"search_s": _previous_phases(out).get("search_s", 0.0)}
+        phases = {"search_s": dict(previous.get("phases") or {}).get("search_s") or _study_span(study)}
     doc = summarize(study, out, data, cfg, phases["search_s"], teacher=teacher, phases=phases)
     if cfg.finalists:
         from drivecompress.search.finalize import finalize
 
-        t1 = time.perf_counter()
-        doc.update(finalize(teacher.cpu().eval(), data, out, doc["pareto"], cfg, dev))
-        phases["finalists_s"] = round(time.perf_counter() - t1, 1)
+        recorded = {int(r["trial"]): float(r["seconds"]) for r in previous.get("finalists") or [] if r.get("seconds")}
+        doc.update(finalize(teacher.cpu().eval(), data, out, doc["pareto"], cfg, dev, recorded))
+        # the finalists' own times: one read back by a resumed phase keeps the time its training took
+        phases["finalists_s"] = round(sum(r["seconds"] for r in doc["finalists"]), 1)
         atomic_write_json(out / "pareto.json", doc)
         _write_html(doc, study, out / "report.html")
     return doc
 
 
-def _previous_phases(out: Path) -> dict[str, float]:
+def _study_span(study: Any) -> float:
+    """Seconds from the study's first trial start to its last trial end, as the storage recorded them: the
+    proxy phase's time when no earlier call wrote it down."""
+    starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start]
+    ends = [t.datetime_complete for t in study.get_trials(deepcopy=False) if t.datetime_complete]
+    return round((max(ends) - min(starts)).total_seconds(), 1) if starts and ends else 0.0
+
+
+def _previous_doc(out: Path) -> dict[str, Any]:
+    """The ``pareto.json`` an earlier call wrote ({} if none): a resumed call keeps the times it recorded."""
     try:
-        return dict(json.loads((out / "pareto.json").read_text()).get("phases", {}))
-    except (OSError, ValueError, AttributeError):
+        doc = json.loads((out / "pareto.json").read_text())
+        return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
         return {}
 
 
