@@ -9,7 +9,8 @@ NNCF with their defaults, and from drivecompress, on the same calibration images
 Torch-Pruning (``MetaPruner``, L2 magnitude, uniform ratio, no channel rounding, cross-entropy fine-tuning: what
 its README shows) and drivecompress's structured step (channels rounded to 16, distillation from the baseline);
 both float models and drivecompress's int8 of its own are measured. ``--also NAME=RUN`` adds the final model of a
-drivecompress run folder (e.g. the demo's) to the same table.
+drivecompress run folder (e.g. the demo's) to the same table, ``--also NAME=FILE.onnx`` any ONNX model (its MACs
+read from the graph).
 
 Per model: accuracy, the worst safety-critical class's recall, the paired gate's verdict (the budgets of
 recipes/default.yaml), size, MACs, batch-1 p50 (one thread; all models measured in interleaved rounds, so the
@@ -33,7 +34,7 @@ from _common import print_table, save_results
 import drivecompress as dc
 from drivecompress.data.gtsrb import repo_root
 from drivecompress.data.transforms import deploy_input
-from drivecompress.evaluate.complexity import count_macs
+from drivecompress.evaluate.complexity import count_macs, onnx_macs
 from drivecompress.evaluate.latency import SpeedConfig, measure_speed, side_by_side
 from drivecompress.evaluate.measure import evaluate_predictor
 from drivecompress.evaluate.predictor import OnnxPredictor
@@ -127,7 +128,7 @@ def main() -> int:
     ap.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning budget of both pruners")
     ap.add_argument("--finetune-subset", type=int, default=12000, help="training images per fine-tuning epoch")
     ap.add_argument("--also", action="append", default=[], metavar="NAME=RUN",
-                    help="add the final model of a drivecompress run folder (repeatable)")
+                    help="add the final model of a drivecompress run folder, or an ONNX file (repeatable)")
     ap.add_argument("--only-also", action="store_true",
                     help="skip the peers: the fp32 baseline and the --also run folders only, side by side (e.g. the "
                          "search's finalists against the existing recipes' models)")
@@ -135,8 +136,8 @@ def main() -> int:
     a = ap.parse_args()
     for spec in a.also:
         name, _, run = spec.partition("=")
-        if not name or not (Path(run) / "report.json").is_file():
-            ap.error(f"--also {spec!r}: expected NAME=RUN_FOLDER with a report.json in RUN_FOLDER")
+        if not name or not ((Path(run) / "report.json").is_file() or (run.endswith(".onnx") and Path(run).is_file())):
+            ap.error(f"--also {spec!r}: expected NAME=RUN_FOLDER with a report.json in RUN_FOLDER, or NAME=FILE.onnx")
     a.out.mkdir(parents=True, exist_ok=True)
     data = dc.Data.from_npz()
     model = dc.load_model(repo_root() / "baseline")
@@ -190,9 +191,13 @@ def main() -> int:
         train_seconds = {}
     for spec in a.also:
         name, _, run = spec.partition("=")
+        if run.endswith(".onnx"):
+            makers[name] = lambda p, run=run: Path(run)
+            macs[name] = onnx_macs(run)
+            continue
         rep = json.loads((Path(run) / "report.json").read_text())
         makers[name] = lambda p, run=run, rep=rep: Path(run) / rep["artifact"]
-        macs[name] = int(rep["final"]["macs"])
+        macs[name] = rep["final"]["macs"] or onnx_macs(Path(run) / rep["artifact"])
     paths, seconds, failed = {"fp32 baseline": fp32}, {"fp32 baseline": 0.0}, {}
     for i, (name, make) in enumerate(makers.items()):
         t0 = time.perf_counter()
@@ -230,7 +235,7 @@ def main() -> int:
                 [[r["model"], f"{100 * r['accuracy']:.2f}%",
                   f"{r['worst_safety_class']}: {100 * r['worst_safety_recall']:.1f}%",
                   "pass" if r["gate_passed"] else f"refused ({r['gate_violations']})", f"{r['size_bytes']:,}",
-                  f"{r['macs'] / 1e6:.1f}",
+                  f"{r['macs'] / 1e6:.1f}" if r["macs"] else "-",
                   f"{r['latency_ms_p50']:.3f}", f"{r['speedup']:.2f}x", f"{r['throughput_ips']:.0f}",
                   f"{r['seconds']:.0f}"] for r in rows], width=170)
     for k, v in failed.items():

@@ -55,3 +55,32 @@ def test_ratio_stability_flags_rounds_that_disagree():
     st = ratio_stability(busy)
     assert not st["quiet"] and st["round_ratios"] == [5.0, 8.0, 6.0] and st["spread"] == 0.5
     assert ratio_stability(busy, limit=0.6)["quiet"]
+
+
+def test_onnx_macs_match_the_torch_count_in_float_qdq_and_qlinear_graphs(tmp_path):
+    """An ONNX model (a user's, or a pruned one with no module at hand) gets the MACs its torch twin has,
+    whether float, int8 QDQ (our deploy format) or int8 QOperator (QLinearConv / QGemm); where ONNX shape
+    inference stops (ONNX Runtime's contrib QLinearAdd in a QOperator residual network) it says None, not a
+    wrong count."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    from drivecompress.evaluate.complexity import onnx_macs
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, name: str) -> None:
+            self.batches = iter([{name: random_images(1, seed=i)} for i in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    for arch in ("vgg", "resnet", "mobilenetv2"):
+        model = tiny_model(arch)
+        fp32 = export_onnx(model, tmp_path / f"{arch}.onnx", random_images(4)).path
+        assert onnx_macs(fp32) == count_macs(model, (3, 32, 32)) > 0, arch
+        name = onnx.load(str(fp32)).graph.input[0].name
+        for fmt in (QuantFormat.QDQ, QuantFormat.QOperator):
+            q = tmp_path / f"{arch}-{fmt.name}.onnx"
+            quantize_static(str(fp32), str(q), Reader(name), quant_format=fmt)
+            unknown = fmt == QuantFormat.QOperator and arch != "vgg"  # residual adds become QLinearAdd
+            assert onnx_macs(q) == (None if unknown else onnx_macs(fp32)), (arch, fmt)

@@ -57,6 +57,9 @@ def test_cli_compresses_an_onnx_file_from_outside_the_zoo(tmp_path, data, capsys
     assert doc["gate_passed"] is (rc == 0)  # --json prints the summary even when the gate refuses
     # the user's ONNX model gets the same evidence: its discordance and the gate's noise level at it
     assert re.match(r"the candidate disagrees with the baseline on \d+\.\d\d% ", doc["gate_noise"])
+    # and the same MACs columns as a checkpoint, read from the graph (int8 counts the float graph's MACs)
+    report = __import__("json").loads((out / "report.json").read_text())
+    assert report["baseline"]["macs"] == report["final"]["macs"] > 0
 
 
 def test_residual_adds_stay_float_on_a_users_network_through_cli_and_api(tmp_path, data, mini_data, capsys):

@@ -11,7 +11,7 @@ from drivecompress.data.dataset import LabeledImages
 from drivecompress.data.transforms import deploy_input
 from drivecompress.errors import BadInputError
 from drivecompress.evaluate.accuracy import classification_metrics
-from drivecompress.evaluate.complexity import count_macs, count_params, onnx_params, size_on_disk
+from drivecompress.evaluate.complexity import count_macs, count_params, onnx_macs, onnx_params, size_on_disk
 from drivecompress.evaluate.latency import SpeedConfig, measure_speed
 from drivecompress.evaluate.loading import LoadedModel
 from drivecompress.evaluate.machine import machine_info
@@ -42,7 +42,8 @@ def complexity(model: LoadedModel, input_shape: tuple[int, ...]) -> dict[str, An
         return {"params": count_params(model.module), "macs": count_macs(model.module, input_shape),
                 "size_bytes": size_on_disk(weights)}
     assert model.onnx_path is not None
-    return {"params": onnx_params(model.onnx_path), "macs": None, "size_bytes": size_on_disk(model.onnx_path)}
+    return {"params": onnx_params(model.onnx_path), "macs": onnx_macs(model.onnx_path),
+            "size_bytes": size_on_disk(model.onnx_path)}
 
 
 def bench(model: LoadedModel, check: LabeledImages, cfg: SpeedConfig | None = None,

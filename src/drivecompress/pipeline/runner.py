@@ -34,7 +34,7 @@ from drivecompress.data.gtsrb import repo_path
 from drivecompress.data.transforms import deploy_input
 from drivecompress.errors import BadInputError, GateRefusedError
 from drivecompress.evaluate.compare import measure_onnx, ratios, speed_verdict
-from drivecompress.evaluate.complexity import count_macs, count_params
+from drivecompress.evaluate.complexity import count_macs, count_params, onnx_macs
 from drivecompress.evaluate.latency import SpeedConfig, ratio_stability, side_by_side
 from drivecompress.evaluate.loading import LoadedModel
 from drivecompress.evaluate.machine import machine_info
@@ -78,7 +78,7 @@ def _measure(state: State, artifact: Path, data: Data, recipe: Recipe, speed: Sp
         m["macs"] = count_macs(state.module, data.input_shape)
         m["params"] = count_params(state.module)
     else:
-        m["macs"] = None
+        m["macs"] = onnx_macs(artifact)
     m["artifact"] = str(artifact.name)
     ev = recipe.evaluation
     if ev.robustness:
