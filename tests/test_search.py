@@ -191,6 +191,29 @@ def test_search_flags_are_checked_by_the_config_and_named(tmp_path, capsys):
         assert not out.exists()
 
 
+def test_enqueued_networks_are_the_first_trials_and_bad_ones_are_named(tmp_path, capsys):
+    """``--enqueue``: a known network (here the quick space's smallest ResNet) is the study's first trial, with
+    exactly those choices; a value outside the space, a missing or an unused parameter, or text that is not JSON
+    is one line naming it, exit 2, nothing written."""
+    net = {"family": "resnet", "stem": 16, "first_stride": 2, "full_res_block": False, "width0": 16, "depth0": 1,
+           "width1": 32, "depth1": 1, "width2": 48, "depth2": 1}
+    bad = tmp_path / "bad"
+    for text, expected in ((json.dumps({**net, "width0": 50}), "not in the search space"),
+                           (json.dumps({k: v for k, v in net.items() if k != "depth2"}), "'depth2' is not found"),
+                           (json.dumps({**net, "mb_head": 64}), "parameters this network does not use: mb_head"),
+                           ("{family: resnet", "not JSON")):
+        assert main(["search", "--out", str(bad), "--quick", "--enqueue", text]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("drivecompress: error: --enqueue" if text.startswith("{f") else
+                              "drivecompress: error: enqueue") and expected in err and "\n" not in err
+        assert not bad.exists()
+    out = tmp_path / "s"
+    assert main(["search", "--out", str(out), "--quick", "--json", "--trials", "2", "--enqueue", json.dumps(net)]) == 0
+    capsys.readouterr()
+    first = min(_study(out).trials, key=lambda t: t.number)
+    assert first.params == net and first.state == TrialState.COMPLETE
+
+
 def test_budget_minutes_stops_a_trial_during_its_proxy_training(tmp_path, capsys):
     """Optuna's timeout waits for a running trial; the budget is also checked after each proxy epoch, so a
     worker whose budget ran out stops within one epoch, its trial pruned and marked, not counted as complete."""

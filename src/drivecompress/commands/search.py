@@ -36,6 +36,11 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="proxy training epochs per trial (default 3; 6 with --proxy-images 12000 ranked two fully "
                    "trained students correctly where 3 did not, at about 4x the time: README)")
     p.add_argument("--proxy-images", type=int, metavar="N", help="proxy training subset per trial (default 6000)")
+    p.add_argument("--enqueue", action="append", default=[], metavar="JSON",
+                   help="a network to try first, as the search's parameters (repeatable), e.g. the shipped "
+                        "student's layout: '{\"family\": \"resnet\", \"stem\": 16, \"first_stride\": 2, "
+                        "\"full_res_block\": false, \"width0\": 48, \"depth0\": 1, \"width1\": 64, "
+                        "\"depth1\": 1, \"width2\": 96, \"depth2\": 1}'")
     p.add_argument("--quick", action="store_true", help="tiny space, tiny proxy: seconds per trial (tests)")
 
 
@@ -50,6 +55,8 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     cfg = config_from_flags(SearchConfig.quick_config if a.quick else SearchConfig, a,
                             ("trials", "budget_minutes", "finalists", "min_speedup", "final_epochs", "proxy_epochs",
                              "proxy_images"))
+    if a.enqueue:
+        cfg = cfg.model_copy(update={"enqueue": [_params(j) for j in a.enqueue]})
     teacher = as_model(a.teacher)
     if teacher.module is None:
         raise BadInputError(f"--teacher {a.teacher}: must be a checkpoint folder (distillation needs the module)")
@@ -65,3 +72,18 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
                             for r in doc["finalists"]]
         res["spearman_proxy_vs_full"], res["chosen"] = doc["spearman_proxy_vs_full"], doc["chosen"]
     return res
+
+
+def _params(text: str) -> dict[str, Any]:
+    """One ``--enqueue`` value: a JSON object of the search's parameter names."""
+    import json
+
+    from drivecompress.errors import BadInputError
+
+    try:
+        params = json.loads(text)
+    except ValueError as exc:
+        raise BadInputError(f"--enqueue {text!r}: not JSON ({exc})") from exc
+    if not isinstance(params, dict) or not params:
+        raise BadInputError(f"--enqueue {text!r}: expected a JSON object of the search's parameters")
+    return params

@@ -65,6 +65,10 @@ class SearchConfig(BaseModel):
     grace_seconds: int = Field(90, ge=2)
     seed: int = 0
     quick: bool = False
+    enqueue: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "the new study's first trials, as the search's own parameter names (e.g. recipes/student.yaml's layout: "
+        "family resnet, stem 16, first_stride 2, full_res_block false, width0 48, depth0 1, width1 64, depth1 1, "
+        "width2 96, depth2 1): start from known good networks instead of NSGA-II's random first generation"))
     # the finalize phase (search/finalize.py): the best candidates trained fully, quantized and gated
     finalists: int = Field(0, ge=0, description="Pareto candidates (best proxy accuracy first) trained fully, "
                            "quantized (QAT) and gated like compress; 0: none")
@@ -132,6 +136,22 @@ def sample_spec(trial: Any, num_classes: int, input_norm: dict[str, Any] | None,
     if input_norm:
         spec["input_norm"] = input_norm
     return spec
+
+
+def _check_enqueued(cfg: SearchConfig) -> None:
+    """Each enqueued network must be one the space can sample, with no parameter it does not use: found here,
+    not as a crash inside the first trial."""
+    import optuna
+
+    for params in cfg.enqueue:
+        trial = optuna.trial.FixedTrial(params)
+        try:
+            sample_spec(trial, 2, None, cfg.quick)
+        except ValueError as exc:
+            raise BadInputError(f"enqueue {params}: not in the search space ({exc})") from exc
+        unused = sorted(set(params) - set(trial.params))
+        if unused:
+            raise BadInputError(f"enqueue {params}: parameters this network does not use: {', '.join(unused)}")
 
 
 def _mobilenet_spec(trial: Any, stem: int, first_stride: int, widths: tuple[list[int], ...],
@@ -253,11 +273,14 @@ def search(teacher: nn.Module, data: Data, out: str | Path, cfg: SearchConfig | 
     from optuna.trial import TrialState
 
     cfg = cfg or SearchConfig()
+    _check_enqueued(cfg)  # before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     previous = _previous_doc(out)  # read before this call's summary replaces it
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     study = open_study(storage, cfg, create=not resume)
+    for params in cfg.enqueue:  # a second worker or a resume finds them queued or done: not queued twice
+        study.enqueue_trial(params, skip_if_exists=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dev = device or torch.device("cpu")
     t0 = time.perf_counter()
