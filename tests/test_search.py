@@ -164,7 +164,7 @@ def test_resnet_space_can_put_a_block_at_full_resolution_in_front():
     import torch
 
     from drivecompress.models.registry import build_model
-    from drivecompress.search.nas import sample_spec
+    from drivecompress.search.space import sample_spec
 
     choice = {"family": "resnet", "stem": 16, "first_stride": 2, "width0": 48, "depth0": 1, "width1": 64,
               "depth1": 1, "width2": 96, "depth2": 1}

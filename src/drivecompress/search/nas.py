@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
-import statistics
 import time
 import warnings
 from pathlib import Path
@@ -30,15 +28,15 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from drivecompress.data.api import Data
-from drivecompress.data.transforms import deploy_input
 from drivecompress.distill.step import DistillConfig, Distiller
 from drivecompress.errors import BadInputError
 from drivecompress.evaluate.complexity import count_macs
 from drivecompress.evaluate.latency import side_by_side
-from drivecompress.export.onnx import export_onnx
 from drivecompress.models import build_model
 from drivecompress.quant.ptq import PTQConfig
 from drivecompress.quant.quantize import quantize
+from drivecompress.search.space import check_enqueued, sample_spec
+from drivecompress.search.summary import previous_doc, study_span, summarize, write_html
 from drivecompress.train.loop import TrainConfig, fit
 from drivecompress.utils.io import atomic_write_json
 
@@ -106,68 +104,6 @@ class SearchConfig(BaseModel):
                       "latency_runs": 20, "min_first_epoch_accuracy": 0.0, "heartbeat_seconds": 1,
                       "grace_seconds": 4, "quick": True, "final_epochs": 1, "final_swa_epochs": 0,
                       "final_qat_epochs": 1, "final_train_subset": 256, "final_test_subset": 300, **kw})
-
-
-def sample_spec(trial: Any, num_classes: int, input_norm: dict[str, Any] | None, quick: bool) -> dict[str, Any]:
-    """A network from the trial's choices: the family (ResNet basic blocks or MobileNetV2 inverted residuals),
-    the stem, where the resolution first drops (for the ResNet also a block at full resolution in front of
-    it), per-stage widths in multiples of 16 and depths; for the
-    MobileNet family also the expansion ratio and depthwise kernel size (3 or 5) of each stage."""
-    widths = ([16, 32], [16, 32], [32, 48]) if quick else ([16, 32, 48], [32, 48, 64, 96], [48, 64, 96, 128])
-    family = trial.suggest_categorical("family", ["resnet", "mobilenetv2"])
-    stem = trial.suggest_categorical("stem", [16] if quick else [16, 32])
-    first_stride = trial.suggest_categorical("first_stride", [1, 2])
-    if family == "mobilenetv2":  # own parameter names: their ranges differ from the ResNet's
-        spec = _mobilenet_spec(trial, stem, first_stride, widths, quick)
-    else:
-        stages, cin = [], stem
-        # A block at full resolution before the first drop: measured the largest gain for small signs
-        # (recipes/student-fullres.yaml: +2.0 points under 14 px for 1.3x the latency of the same net without).
-        if trial.suggest_categorical("full_res_block", [False, True]):
-            stages.append({"stride": 1, "out": stem, "mids": [stem], "projection": False})
-        for i, choices in enumerate(widths):
-            w = trial.suggest_categorical(f"width{i}", choices)
-            depth = trial.suggest_int(f"depth{i}", 1, 1 if quick else 2)
-            stride = first_stride if i == 0 else 2
-            stages.append({"stride": stride, "out": w, "mids": [w] * depth, "projection": stride != 1 or cin != w})
-            cin = w
-        spec = {"arch": "resnet", "stem": stem, "stages": stages}
-    spec["num_classes"] = num_classes
-    if input_norm:
-        spec["input_norm"] = input_norm
-    return spec
-
-
-def _check_enqueued(cfg: SearchConfig) -> None:
-    """Each enqueued network must be one the space can sample, with no parameter it does not use: found here,
-    not as a crash inside the first trial."""
-    import optuna
-
-    for params in cfg.enqueue:
-        trial = optuna.trial.FixedTrial(params)
-        try:
-            sample_spec(trial, 2, None, cfg.quick)
-        except ValueError as exc:
-            raise BadInputError(f"enqueue {params}: not in the search space ({exc})") from exc
-        unused = sorted(set(params) - set(trial.params))
-        if unused:
-            raise BadInputError(f"enqueue {params}: parameters this network does not use: {', '.join(unused)}")
-
-
-def _mobilenet_spec(trial: Any, stem: int, first_stride: int, widths: tuple[list[int], ...],
-                    quick: bool) -> dict[str, Any]:
-    blocks, cin = [], stem
-    for i, choices in enumerate(widths):
-        w = trial.suggest_categorical(f"mb_width{i}", choices)
-        depth = trial.suggest_int(f"mb_depth{i}", 1, 1 if quick else 3)
-        expand = trial.suggest_categorical(f"mb_expand{i}", [2] if quick else [2, 4, 6])
-        kernel = trial.suggest_categorical(f"mb_kernel{i}", [3, 5])
-        for j in range(depth):
-            stride = (first_stride if i == 0 else 2) if j == 0 else 1
-            blocks.append({"hidden": cin * expand, "out": w, "stride": stride, "expand": True, "kernel": kernel})
-            cin = w
-    head = trial.suggest_categorical("mb_head", [64] if quick else [128, 256])
-    return {"arch": "mobilenetv2", "stem": stem, "blocks": blocks, "head": head}
 
 
 def proxy_train(spec: dict[str, Any], teacher: nn.Module, data: Data, cfg: SearchConfig, device: torch.device,
@@ -273,10 +209,10 @@ def search(teacher: nn.Module, data: Data, out: str | Path, cfg: SearchConfig | 
     from optuna.trial import TrialState
 
     cfg = cfg or SearchConfig()
-    _check_enqueued(cfg)  # before anything is written
+    check_enqueued(cfg.enqueue, cfg.quick)  # before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    previous = _previous_doc(out)  # read before this call's summary replaces it
+    previous = previous_doc(out)  # read before this call's summary replaces it
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     study = open_study(storage, cfg, create=not resume)
     for params in cfg.enqueue:  # a second worker or a resume finds them queued or done: not queued twice
@@ -291,7 +227,7 @@ def search(teacher: nn.Module, data: Data, out: str | Path, cfg: SearchConfig | 
                        callbacks=[MaxTrialsCallback(cfg.trials, states=finished)], catch=(RuntimeError,))
         phases = {"search_s": round(time.perf_counter() - t0, 1)}
     else:  # a finalize-only call ran no trial: keep the proxy phase's time that the search recorded
-        phases = {"search_s": dict(previous.get("phases") or {}).get("search_s") or _study_span(study)}
+        phases = {"search_s": dict(previous.get("phases") or {}).get("search_s") or study_span(study)}
     doc = summarize(study, out, data, cfg, phases["search_s"], teacher=teacher, phases=phases)
     if cfg.finalists:
         from drivecompress.search.finalize import finalize
@@ -301,135 +237,5 @@ def search(teacher: nn.Module, data: Data, out: str | Path, cfg: SearchConfig | 
         # the finalists' own times: one read back by a resumed phase keeps the time its training took
         phases["finalists_s"] = round(sum(r["seconds"] for r in doc["finalists"]), 1)
         atomic_write_json(out / "pareto.json", doc)
-        _write_html(doc, study, out / "report.html")
+        write_html(doc, study, out / "report.html")
     return doc
-
-
-def _study_span(study: Any) -> float:
-    """Seconds from the study's first trial start to its last trial end, as the storage recorded them: the
-    proxy phase's time when no earlier call wrote it down."""
-    starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start]
-    ends = [t.datetime_complete for t in study.get_trials(deepcopy=False) if t.datetime_complete]
-    return round((max(ends) - min(starts)).total_seconds(), 1) if starts and ends else 0.0
-
-
-def _previous_doc(out: Path) -> dict[str, Any]:
-    """The ``pareto.json`` an earlier call wrote ({} if none): a resumed call keeps the times it recorded."""
-    try:
-        doc = json.loads((out / "pareto.json").read_text())
-        return doc if isinstance(doc, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def summarize(study: Any, out: Path, data: Data, cfg: SearchConfig, seconds: float,
-              teacher: nn.Module | None = None, phases: dict[str, float] | None = None) -> dict[str, Any]:
-    """The Pareto front, its int8 latencies re-measured serially in interleaved rounds (with the teacher's fp32
-    ONNX in the same rounds, so each speed-up is a ratio measured side by side), as JSON and HTML."""
-    from optuna.trial import TrialState
-
-    front = sorted(study.best_trials, key=lambda t: t.values[1])
-    paths = {f"{t.number:04d}": out / "trials" / f"{t.number:04d}" / "int8.onnx" for t in front}
-    paths = {k: p for k, p in paths.items() if p.exists()}
-    if paths and teacher is not None:
-        paths["teacher"] = export_onnx(teacher, out / "teacher_fp32.onnx", deploy_input(data.val.x[:32])).path
-    t0 = time.perf_counter()
-    again = side_by_side(paths, data.input_shape, runs=cfg.latency_runs) if paths else {}
-    phases = phases if phases is not None else {}
-    phases["remeasure_s"] = round(time.perf_counter() - t0, 1)
-    ref = again.get("teacher", {}).get("latency_ms_p50")
-
-    def speedup(t: Any) -> float | None:
-        lat = again.get(f"{t.number:04d}", {}).get("latency_ms_p50")
-        return round(ref / lat, 3) if ref and lat else None
-
-    rows = [{"trial": t.number, "proxy_accuracy": t.values[0], "int8_latency_ms": t.values[1],
-             "int8_latency_ms_serial": again.get(f"{t.number:04d}", {}).get("latency_ms_p50"),
-             "speedup_vs_teacher_fp32": speedup(t),
-             "int8_bytes": int(t.values[2]), "macs": t.user_attrs.get("macs"), "spec": t.user_attrs.get("spec"),
-             "retried_from": t.system_attrs.get("failed_trial")} for t in front]
-    states = [t.state for t in study.trials]
-    doc = {"trials": {s.name.lower(): states.count(s) for s in TrialState if states.count(s)},
-           "worker_seconds": round(seconds, 1), "phases": phases, "teacher_fp32_latency_ms": ref,
-           "latency_trial_vs_serial": _latency_error(rows), "pareto": rows}
-    atomic_write_json(out / "pareto.json", doc)
-    _write_html(doc, study, out / "report.html")
-    return doc
-
-
-def _latency_error(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """How far the latency a trial measured (possibly while other workers trained) is from the serial
-    re-measurement: the search ranks by the former, so its error is the latency model's error."""
-    pairs = [(r["int8_latency_ms"], r["int8_latency_ms_serial"]) for r in rows if r["int8_latency_ms_serial"]]
-    if not pairs:
-        return None
-    rel = [abs(a - b) / b for a, b in pairs]
-    return {"n": len(pairs), "median_abs_error_pct": round(100 * statistics.median(rel), 1),
-            "max_abs_error_pct": round(100 * max(rel), 1)}
-
-
-def _write_html(doc: dict[str, Any], study: Any, path: Path) -> None:
-    import base64
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = [t for t in study.trials if t.values]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.scatter([t.values[1] for t in done], [100 * t.values[0] for t in done], s=14, alpha=0.5, label="trials")
-    front = doc["pareto"]
-    ax.plot([r["int8_latency_ms"] for r in front], [100 * r["proxy_accuracy"] for r in front], "o-", color="C3",
-            label="Pareto front")
-    ax.set_xlabel("int8 batch-1 latency p50, ms (ONNX Runtime)")
-    ax.set_ylabel("proxy accuracy, %")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    img = base64.b64encode(buf.getvalue()).decode()
-    def serial(r: dict[str, Any]) -> str:
-        if r["int8_latency_ms_serial"] is None:
-            return ""
-        x = r.get("speedup_vs_teacher_fp32")
-        return f"{r['int8_latency_ms_serial']:.3f}" + (f" ({x:.2f}x)" if x else "")
-
-    rows = "".join(
-        f"<tr><td>{r['trial']}</td><td>{100 * r['proxy_accuracy']:.2f}%</td><td>{r['int8_latency_ms']:.3f}</td>"
-        f"<td>{serial(r)}</td><td>{r['int8_bytes']:,}</td><td>{r['macs'] or 0:,}</td>"
-        f"<td><code>{json.dumps(r['spec'])}</code></td></tr>" for r in front)
-    err = doc.get("latency_trial_vs_serial")
-    err_html = (f"<p>Latency used by the search (measured in each trial) vs re-measured serially: median error "
-                f"{err['median_abs_error_pct']}%, max {err['max_abs_error_pct']}% over {err['n']} front members "
-                "(no lookup table: every candidate itself is measured).</p>" if err else "")
-    path.write_text(
-        "<!doctype html><meta charset=utf-8><title>drivecompress search</title><h1>Architecture search</h1>"
-        f"<p>Trials: {doc['trials']}; this worker ran {doc['worker_seconds']} s. Phases (s): "
-        f"{json.dumps(doc.get('phases', {}))}.</p>{err_html}{_finalists_html(doc)}"
-        f"<img src='data:image/png;base64,{img}'><table border=1 cellpadding=3><tr><th>trial</th><th>proxy acc</th>"
-        "<th>int8 ms (trial)</th><th>int8 ms re-measured serially (speed-up vs the teacher's fp32, same rounds)</th>"
-        "<th>int8 bytes</th><th>MACs</th>"
-        f"<th>network</th></tr>{rows}</table>", encoding="utf-8")
-
-
-def _finalists_html(doc: dict[str, Any]) -> str:
-    rows = doc.get("finalists")
-    if not rows:
-        return ""
-    rho = doc.get("spearman_proxy_vs_full")
-    body = "".join(
-        f"<tr><td>{r['trial']}</td><td>{100 * r['proxy_accuracy']:.2f}%</td>"
-        f"<td>{100 * (r['accuracy'] or 0):.2f}% ({r['accuracy_delta_points'] or 0:+.2f})</td>"
-        f"<td>{r['speedup'] or 0:.2f}x</td><td>{r['size_reduction'] or 0:.2f}x</td>"
-        f"<td>{'passed' if r['gate_passed'] else 'refused (' + str(len(r['violations'])) + ')'}</td>"
-        f"<td>{r['seconds']}</td><td><a href='finalists/{r['trial']:04d}/run/report.html'>report</a>, "
-        f"<a href='finalists/{r['trial']:04d}/recipe.yaml'>recipe</a></td></tr>" for r in rows)
-    return ("<h2>Finalists: trained fully, int8 (QAT), gated</h2><p>Spearman rank correlation of proxy accuracy "
-            f"and full-training accuracy: {'n/a (fewer than 3 finalists)' if rho is None else f'{rho:.2f}'}; "
-            f"chosen: {doc.get('chosen')}.</p><table border=1 cellpadding=3><tr><th>trial</th><th>proxy</th>"
-            "<th>full accuracy (vs teacher)</th><th>int8 speed-up</th><th>smaller</th><th>gate</th><th>s</th>"
-            f"<th>run</th></tr>{body}</table>")
