@@ -110,8 +110,21 @@ def resolve_patterns(names: list[str], patterns: list[str]) -> list[str]:
 
 
 def preprocess(src: Path, dst: Path) -> Path:
-    """ORT's recommended pre-processing: symbolic shape inference and graph optimization."""
-    quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+    """ORT's recommended pre-processing: symbolic shape inference and graph optimization.
+
+    Run from a scratch folder: where symbolic inference gives up, ORT saves its partial model into the working
+    directory (``sym_shape_infer_temp.onnx`` and an external-data file, litter in a user's folder) and raises a
+    bare Exception. Such a graph is then pre-processed without it: the optimization still runs, and the
+    quantizer does ONNX's own shape inference."""
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    with tempfile.TemporaryDirectory(prefix="drivecompress-pre-") as scratch, contextlib.chdir(scratch):
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        except Exception as exc:  # ORT raises a plain Exception("Incomplete symbolic shape inference")
+            if "symbolic shape inference" not in str(exc):
+                raise
+            logging.getLogger(__name__).warning("%s: %s; pre-processed without it", src.name, exc)
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
     return dst
 
 
