@@ -134,6 +134,10 @@ def test_finalists_are_trained_quantized_gated_and_resumed(mini_data, tmp_path, 
     # read back in a moment, each finalist keeps the time its training took, and so does the phase
     assert [r["seconds"] for r in again["finalists"]] == [r["seconds"] for r in rows]
     assert again["phases"]["finalists_s"] == doc["phases"]["finalists_s"] == round(sum(r["seconds"] for r in rows), 1)
+    # asked for fewer finalists later, the ones already trained stay in the table (and the correlation)
+    one = search(teacher, mini_data, tmp_path / "s", cfg.model_copy(update={"finalists": 1}), resume=True)
+    assert [r["trial"] for r in one["finalists"]] == [r["trial"] for r in rows]
+    assert [r["seconds"] for r in one["finalists"]] == [r["seconds"] for r in rows]
 
     # a pareto.json that lost the times (an older version wrote 0.0): the study's own trial timestamps
     broken = dict(again, phases={"search_s": 0.0}, finalists=[])
@@ -142,6 +146,25 @@ def test_finalists_are_trained_quantized_gated_and_resumed(mini_data, tmp_path, 
     assert 0 < third["phases"]["search_s"] <= doc["phases"]["search_s"] + 1
     steps = [json.loads(Path(r["run"], "report.json").read_text())["steps"] for r in rows]
     assert [r["seconds"] for r in third["finalists"]] == [round(sum(s["seconds"] for s in st), 1) for st in steps]
+
+
+def test_proxy_phase_time_is_the_union_of_the_trials_running_time():
+    """Two workers overlapping, then a resumed call an hour later: the proxy phase is the time some trial ran,
+    neither the idle hour nor the overlap counted twice."""
+    from datetime import datetime, timedelta
+    from types import SimpleNamespace
+
+    from drivecompress.search.summary import study_span
+
+    t = datetime(2026, 11, 27, 12, 0, 0)
+
+    def trial(a, b):
+        return SimpleNamespace(datetime_start=t + timedelta(seconds=a),
+                               datetime_complete=None if b is None else t + timedelta(seconds=b))
+
+    trials = [trial(0, 100), trial(50, 120), trial(130, 200), trial(3800, 3900), trial(3850, None)]
+    study = SimpleNamespace(get_trials=lambda deepcopy=False: trials)
+    assert study_span(study) == 120 + 70 + 100  # [0, 120] + [130, 200] + [3800, 3900]; a running trial: no end yet
 
 
 def test_spearman_rank_correlation():

@@ -82,23 +82,27 @@ def spearman(a: list[float], b: list[float]) -> float | None:
 
 
 def finalize(teacher: nn.Module, data: Data, out: Path, front: list[dict[str, Any]], cfg: SearchConfig,
-             device: torch.device, recorded: dict[int, float] | None = None) -> dict[str, Any]:
+             device: torch.device, recorded: dict[int, float] | None = None,
+             proxy: dict[int, float] | None = None) -> dict[str, Any]:
     """Train, quantize, measure and gate the finalists; returns their rows, the proxy's rank correlation and
     the chosen model (the fastest finalist the gate passed). ``recorded``: seconds per trial from an earlier
-    finalize phase, kept for the finalists it finished (read back here in a second)."""
+    finalize phase, kept for the finalists it finished (read back here in a second). ``proxy``: every finished
+    trial's proxy accuracy, so that finalists an earlier call trained and this one did not pick (the front
+    moved after more trials, or fewer were asked for) stay in the table, the correlation and the choice."""
     from drivecompress.api import as_model
     from drivecompress.pipeline.recipe import parse_recipe
     from drivecompress.pipeline.runner import run_recipe
 
     rows, before = [], recorded or {}
-    for cand in pick_finalists(front, cfg.finalists, cfg.min_speedup):
+    picked = pick_finalists(front, cfg.finalists, cfg.min_speedup)
+    for cand in picked:
         folder = out / "finalists" / f"{cand['trial']:04d}"
         folder.mkdir(parents=True, exist_ok=True)
         recipe_path, run_dir = folder / "recipe.yaml", folder / "run"
         t0, kept = time.perf_counter(), None
         if (run_dir / "report.json").exists():  # run before: its recipe stays the one it ran, its time is kept
             rep = json.loads((run_dir / "report.json").read_text())
-            kept = before.get(cand["trial"]) or sum(s.get("seconds") or 0 for s in rep.get("steps", []))
+            kept = _seconds(rep, before.get(cand["trial"]))
         else:
             doc = candidate_recipe(cand, cfg)
             atomic_write_text(recipe_path, yaml.safe_dump(doc, sort_keys=False))
@@ -108,12 +112,24 @@ def finalize(teacher: nn.Module, data: Data, out: Path, front: list[dict[str, An
             except GateRefusedError as exc:
                 rep = exc.report
         rows.append(_row(cand, rep, recipe_path, run_dir, kept or time.perf_counter() - t0))
+    done = {c["trial"] for c in picked}
+    for folder in sorted((out / "finalists").glob("[0-9][0-9][0-9][0-9]")):
+        trial, report = int(folder.name), folder / "run" / "report.json"
+        if trial not in done and trial in (proxy or {}) and report.exists():
+            rep = json.loads(report.read_text())
+            rows.append(_row({"trial": trial, "proxy_accuracy": proxy[trial]}, rep, folder / "recipe.yaml",
+                             folder / "run", _seconds(rep, before.get(trial))))
     rho = spearman([r["proxy_accuracy"] for r in rows], [r["accuracy"] for r in rows])
     passed = [r for r in rows if r["gate_passed"]]
     chosen = max(passed, key=lambda r: r["speedup"] or 0) if passed else None
     if chosen is not None:  # the recipe that reproduces the chosen model, at the search folder's top
         atomic_write_text(out / "recipe.yaml", Path(chosen["recipe"]).read_text())
     return {"finalists": rows, "spearman_proxy_vs_full": rho, "chosen": chosen["trial"] if chosen else None}
+
+
+def _seconds(rep: dict[str, Any], recorded: float | None) -> float:
+    """A finished finalist's time: what the finalize phase that trained it recorded, else its steps' times."""
+    return recorded or sum(s.get("seconds") or 0 for s in rep.get("steps", []))
 
 
 def _row(cand: dict[str, Any], rep: dict[str, Any], recipe: Path, run_dir: Path, seconds: float) -> dict[str, Any]:

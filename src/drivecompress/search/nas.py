@@ -225,15 +225,15 @@ def search(teacher: nn.Module, data: Data, out: str | Path, cfg: SearchConfig | 
         study.optimize(_Objective(teacher.cpu().eval(), data, out, cfg, dev),
                        n_trials=cfg.trials, timeout=cfg.budget_minutes * 60 if cfg.budget_minutes else None,
                        callbacks=[MaxTrialsCallback(cfg.trials, states=finished)], catch=(RuntimeError,))
-        phases = {"search_s": round(time.perf_counter() - t0, 1)}
-    else:  # a finalize-only call ran no trial: keep the proxy phase's time that the search recorded
-        phases = {"search_s": dict(previous.get("phases") or {}).get("search_s") or study_span(study)}
-    doc = summarize(study, out, data, cfg, phases["search_s"], teacher=teacher, phases=phases)
+    # the proxy phase over every call and worker (a resumed search adds to it; a finalize-only call keeps it)
+    phases = {"search_s": study_span(study)}
+    doc = summarize(study, out, data, cfg, time.perf_counter() - t0, teacher=teacher, phases=phases)
     if cfg.finalists:
         from drivecompress.search.finalize import finalize
 
         recorded = {int(r["trial"]): float(r["seconds"]) for r in previous.get("finalists") or [] if r.get("seconds")}
-        doc.update(finalize(teacher.cpu().eval(), data, out, doc["pareto"], cfg, dev, recorded))
+        proxy = {t.number: t.values[0] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+        doc.update(finalize(teacher.cpu().eval(), data, out, doc["pareto"], cfg, dev, recorded, proxy))
         # the finalists' own times: one read back by a resumed phase keeps the time its training took
         phases["finalists_s"] = round(sum(r["seconds"] for r in doc["finalists"]), 1)
         atomic_write_json(out / "pareto.json", doc)

@@ -23,11 +23,18 @@ if TYPE_CHECKING:
 
 
 def study_span(study: Any) -> float:
-    """Seconds from the study's first trial start to its last trial end, as the storage recorded them: the
-    proxy phase's time when no earlier call wrote it down."""
-    starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start]
-    ends = [t.datetime_complete for t in study.get_trials(deepcopy=False) if t.datetime_complete]
-    return round((max(ends) - min(starts)).total_seconds(), 1) if starts and ends else 0.0
+    """Seconds during which at least one trial of the study ran (the union of the trials' start-to-end
+    intervals, as the storage recorded them): the proxy phase's time over every call and worker, without the
+    idle time between a search and its resumption and without counting two parallel workers twice."""
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in study.get_trials(deepcopy=False)
+                   if t.datetime_start and t.datetime_complete)
+    total, end = 0.0, None
+    for start, stop in spans:
+        if end is None or start > end:
+            total, end = total + (stop - start).total_seconds(), stop
+        elif stop > end:
+            total, end = total + (stop - end).total_seconds(), stop
+    return round(total, 1)
 
 
 def previous_doc(out: Path) -> dict[str, Any]:
