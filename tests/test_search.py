@@ -127,6 +127,8 @@ def test_finalists_are_trained_quantized_gated_and_resumed(mini_data, tmp_path, 
         link = f"finalists/{r['trial']:04d}/run/report.html"
         assert link in html and (tmp_path / "s" / link).is_file()
 
+    _ship_and_load(tmp_path, doc, monkeypatch)
+
     monkeypatch.setattr(runner, "run_recipe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     again = search(teacher, mini_data, tmp_path / "s", cfg, resume=True)
     assert [(r["trial"], r["accuracy"]) for r in again["finalists"]] == [(r["trial"], r["accuracy"]) for r in rows]
@@ -146,6 +148,41 @@ def test_finalists_are_trained_quantized_gated_and_resumed(mini_data, tmp_path, 
     assert 0 < third["phases"]["search_s"] <= doc["phases"]["search_s"] + 1
     steps = [json.loads(Path(r["run"], "report.json").read_text())["steps"] for r in rows]
     assert [r["seconds"] for r in third["finalists"]] == [round(sum(s["seconds"] for s in st), 1) for st in steps]
+
+
+def _ship_and_load(tmp_path, doc, monkeypatch):
+    """A finalist shipped like baseline/ (checkpoint, int8 model.onnx, recipe, card) loads as 'searched'; a
+    refused one only when named, never over an existing folder, never a trial that was not trained."""
+    import pytest
+
+    from drivecompress.errors import BadInputError
+    from drivecompress.evaluate.loading import load_model_arg
+    from drivecompress.search.ship import ship_finalist
+    from drivecompress.utils.io import file_sha256
+
+    row = doc["finalists"][0]
+    if doc["chosen"] is None:
+        with pytest.raises(BadInputError, match="no finalist passed the gate"):
+            ship_finalist(tmp_path / "s", tmp_path / "searched")
+    dest = ship_finalist(tmp_path / "s", tmp_path / "searched", trial=row["trial"], commands=["drivecompress search"])
+    assert sorted(p.name for p in dest.iterdir()) == ["MODEL_CARD.md", "model.json", "model.onnx",
+                                                      "model.safetensors", "recipe.yaml", "search.json"]
+    rep = json.loads(Path(row["run"], "report.json").read_text())
+    assert file_sha256(dest / "model.onnx") == file_sha256(Path(row["run"]) / rep["final"]["artifact"])
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert f"Trial {row['trial']} of `drivecompress search`" in card and "searched/recipe.yaml" in card
+    assert ("refused by the gate" in card) == (not row["gate_passed"])
+    assert f"{100 * row['accuracy']:.2f}%" in card
+    monkeypatch.setenv("DRIVECOMPRESS_SEARCHED", str(dest))
+    loaded = load_model_arg("searched")
+    assert loaded.module is not None and loaded.meta["spec"]["arch"] == json.loads(
+        (dest / "search.json").read_text())["front_row"]["spec"]["arch"]
+    assert load_model_arg(dest / "model.onnx").onnx_path is not None
+    with pytest.raises(BadInputError, match="already exists"):
+        ship_finalist(tmp_path / "s", dest, trial=row["trial"])
+    with pytest.raises(BadInputError, match="not a finalist"):
+        ship_finalist(tmp_path / "s", tmp_path / "other", trial=999)
+    assert not (tmp_path / "other").exists()
 
 
 def test_proxy_phase_time_is_the_union_of_the_trials_running_time():

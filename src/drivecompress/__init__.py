@@ -28,6 +28,7 @@ from drivecompress.quant.ptq import PTQConfig
 from drivecompress.quant.qat import QATConfig, prepare_qat, qat
 from drivecompress.quant.quantize import quantize
 from drivecompress.search.nas import SearchConfig, search
+from drivecompress.search.ship import ship_finalist
 from drivecompress.share.dcz import read_dcz, write_dcz
 from drivecompress.share.kmeans import ShareConfig, share
 from drivecompress.share.step import _share_step  # noqa: F401  (registers the "share" step)
@@ -72,6 +73,7 @@ __all__ = [
     "save_model",
     "search",
     "share",
+    "ship_finalist",
     "sparsify",
     "step_types",
     "unpack",

@@ -54,7 +54,7 @@ def as_data(data: Data | str | os.PathLike | None) -> Data:
 
 
 def as_model(model: ModelLike, template: Template | None = None) -> LoadedModel:
-    """An ``nn.Module``, a checkpoint folder, an ``.onnx`` file or ``"baseline"``."""
+    """An ``nn.Module``, a checkpoint folder, an ``.onnx`` file, ``"baseline"`` or ``"searched"``."""
     if isinstance(model, nn.Module):
         return LoadedModel(source=Path(f"<{type(model).__name__}>"), module=model.cpu().eval())
     tmpl = template() if callable(template) and not isinstance(template, nn.Module) else template
@@ -69,7 +69,7 @@ def compress(model: ModelLike, recipe: Recipe | dict[str, Any] | str | os.PathLi
 
     Args:
         model: any ``nn.Module`` taking float NCHW images in [0, 1], a checkpoint folder, an ``.onnx`` file
-            (graph-only steps such as ``ptq``), or ``"baseline"``.
+            (graph-only steps such as ``ptq``), ``"baseline"`` or ``"searched"``.
         recipe: a YAML path, a dict with the YAML's keys, or a Recipe.
         data: a ``Data`` (``Data.from_arrays``/``from_npz``/``from_folder``) or an npz path.
         resume: continue a killed run in ``out`` from its last completed step.

@@ -30,8 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="drivecompress",
         description="Compress traffic-sign perception models and measure them on ONNX Runtime: accuracy, "
         "safety-critical recall, size, MACs, latency, throughput, calibration.",
-        epilog="MODEL is a checkpoint folder (model.safetensors + model.json), an .onnx file, or 'baseline' "
-        "(the shipped baseline). Exit codes: 0 ok, 2 bad input, 3 gate refused, 1 other error.",
+        epilog="MODEL is a checkpoint folder (model.safetensors + model.json), an .onnx file, 'baseline' "
+        "(the shipped baseline) or 'searched' (the shipped searched model: searched/MODEL_CARD.md). Exit codes: "
+        "0 ok, 2 bad input, 3 gate refused, 1 other error.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -15,7 +15,7 @@ from drivecompress.commands.base import command
          "OUT/report.json and OUT/report.html. --resume continues a killed run from its last completed step.")
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", help="checkpoint folder, .onnx file (graph-only steps such as ptq), "
-                   "or 'baseline'")
+                   "'baseline' or 'searched'")
     p.add_argument("--recipe", type=Path, required=True, help="recipe YAML (see recipes/)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last completed step")

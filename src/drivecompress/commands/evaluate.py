@@ -9,7 +9,7 @@ from drivecompress.commands.base import command
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="checkpoint folder, .onnx file, or 'baseline'")
+    p.add_argument("model", metavar="MODEL", help="checkpoint folder, .onnx file, 'baseline' or 'searched'")
 
 
 @command("eval", "Evaluate MODEL on the GTSRB test set: accuracy, per-class recall (safety-critical classes "

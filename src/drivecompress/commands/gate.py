@@ -15,7 +15,7 @@ from drivecompress.commands.base import command
          "true-class probability below 0.5). Budgets come from --recipe (default: recipes/default.yaml) "
          "and --set. Exit 0 passed, 3 refused.")
 def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("baseline", metavar="BASELINE", help="checkpoint folder, .onnx file, or 'baseline'")
+    p.add_argument("baseline", metavar="BASELINE", help="checkpoint folder, .onnx file, 'baseline' or 'searched'")
     p.add_argument("candidate", metavar="CANDIDATE", help="checkpoint folder or .onnx file")
     p.add_argument("--recipe", type=Path, help="recipe whose budgets apply (default: recipes/default.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",

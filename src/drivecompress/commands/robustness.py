@@ -14,7 +14,7 @@ from drivecompress.commands.base import command
          "1-5 (and safety-critical recall under them), FGSM/PGD accuracy at eps 1,2,4,8/255, ECE and a "
          "reliability diagram. Uses a fixed seeded test subset (500 images; 256 for attacks) unless --full.")
 def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="checkpoint folder, .onnx file, or 'baseline'")
+    p.add_argument("model", metavar="MODEL", help="checkpoint folder, .onnx file, 'baseline' or 'searched'")
     p.add_argument("--source", help="float checkpoint an .onnx MODEL came from: adversarial examples are crafted "
                    "on it and transferred (without it, an ONNX model gets no adversarial figures)")
     p.add_argument("--full", action="store_true", help="use the whole test set (slow)")
@@ -39,7 +39,7 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     if a.source:
         src = load_model_arg(a.source)
         if src.module is None:
-            raise BadInputError(f"--source {a.source}: must be a checkpoint folder or 'baseline'")
+            raise BadInputError(f"--source {a.source}: must be a checkpoint folder, 'baseline' or 'searched'")
         source, transfer = src.module, model.module is None
     data = Data.from_npz(a.data)
     model.check_against(data)

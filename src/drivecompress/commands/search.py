@@ -16,7 +16,7 @@ from drivecompress.commands.base import command
          "PostgreSQL URL across hosts); a killed worker's trial is retried. Writes DIR/pareto.json and "
          "DIR/report.html (Pareto front, latencies re-measured serially).")
 def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", default="baseline", help="checkpoint folder or 'baseline' (default)")
+    p.add_argument("--teacher", default="baseline", help="checkpoint folder, 'baseline' (default) or 'searched'")
     p.add_argument("--out", required=True, type=Path, help="search folder (trials, study.db, report)")
     p.add_argument("--trials", type=int, help="finished trials in the study, all workers together (default 40)")
     p.add_argument("--budget-minutes", type=float,

@@ -1,4 +1,4 @@
-"""Resolve a MODEL argument (checkpoint folder, .onnx file, or 'baseline') into something measurable."""
+"""Resolve a MODEL argument (checkpoint folder, .onnx file, 'baseline' or 'searched') into something measurable."""
 
 from __future__ import annotations
 
@@ -20,6 +20,15 @@ from drivecompress.train.checkpoint import load_checkpoint
 def baseline_dir() -> Path:
     """The shipped baseline checkpoint ($DRIVECOMPRESS_BASELINE overrides, for tests and forks)."""
     return Path(os.environ.get("DRIVECOMPRESS_BASELINE") or repo_root() / "baseline")
+
+
+def searched_dir() -> Path:
+    """The shipped searched model: the architecture search's best finalist, its checkpoint and int8
+    ``model.onnx`` (``search/ship.py``; $DRIVECOMPRESS_SEARCHED overrides)."""
+    return Path(os.environ.get("DRIVECOMPRESS_SEARCHED") or repo_root() / "searched")
+
+
+SHIPPED = {"baseline": baseline_dir, "searched": searched_dir}
 
 
 @dataclass
@@ -46,11 +55,13 @@ class LoadedModel:
 
 
 def load_model_arg(arg: str | Path, template: nn.Module | None = None) -> LoadedModel:
-    """Accept 'baseline', a checkpoint folder or an ``.onnx`` file; anything else is a clear bad-input error.
-    ``template`` rebuilds a checkpoint of a user-defined network (see ``train/checkpoint.py``)."""
-    path = baseline_dir() if str(arg) == "baseline" else Path(arg)
+    """Accept 'baseline', 'searched' (the shipped models), a checkpoint folder or an ``.onnx`` file; anything
+    else is a clear bad-input error. ``template`` rebuilds a checkpoint of a user-defined network (see
+    ``train/checkpoint.py``)."""
+    path = SHIPPED[str(arg)]() if str(arg) in SHIPPED else Path(arg)
     if not path.exists():
-        raise BadInputError(f"{path}: model not found (give a checkpoint folder, an .onnx file, or 'baseline')")
+        raise BadInputError(f"{path}: model not found (give a checkpoint folder, an .onnx file, 'baseline' or "
+                            "'searched')")
     if path.is_dir():
         module, meta = load_checkpoint(path, template=template)
         return LoadedModel(source=path, module=module, meta=meta)
