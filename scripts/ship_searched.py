@@ -1,7 +1,7 @@
 """Ship a finalist of an architecture search as the repository's ``searched/`` (like ``baseline/``).
 
     .venv/bin/python scripts/ship_searched.py runs/search_s38 --trial 10 [--to searched] \
-        [--command "drivecompress search ..."]...
+        [--command "drivecompress search ..."]... [--notes NOTES.md]
 
 Copies the finalist's checkpoint, int8 ``model.onnx`` and recipe and writes MODEL_CARD.md from the figures its
 run recorded (``drivecompress.search.ship``); then re-reads the shipped int8 model on the full test set and
@@ -29,11 +29,13 @@ def main() -> int:
     ap.add_argument("--trial", type=int, help="the finalist to ship (default: the one the search chose)")
     ap.add_argument("--to", type=Path, default=Path("searched"))
     ap.add_argument("--command", action="append", default=[], help="a command that ran the search (repeatable)")
+    ap.add_argument("--notes", type=Path, help="Markdown file: the card's hand-written last section")
     ap.add_argument("--data")
     a = ap.parse_args()
     try:
-        dest = ship_finalist(a.search_dir, a.to, a.trial, a.command)
-    except BadInputError as exc:
+        notes = a.notes.read_text() if a.notes else None
+        dest = ship_finalist(a.search_dir, a.to, a.trial, a.command, notes)
+    except (BadInputError, OSError) as exc:
         print(f"ship_searched: {exc}", file=sys.stderr)
         return 2
     recorded = json.loads((dest / "search.json").read_text())["finalist"]["accuracy"]

@@ -21,13 +21,14 @@ from drivecompress.errors import BadInputError
 
 
 def ship_finalist(search_dir: str | Path, dest: str | Path, trial: int | None = None,
-                  commands: list[str] | None = None) -> Path:
+                  commands: list[str] | None = None, notes: str | None = None) -> Path:
     """Copy finalist ``trial`` of the search in ``search_dir`` (default: the one the search chose, i.e. the
     fastest that the gate passed) into the new folder ``dest`` with a model card; returns ``dest``.
 
     A finalist the gate refused can be shipped only when named: its card then says so at the top. ``dest``
     must not exist (nothing on disk is overwritten); the folder appears whole or not at all. ``commands``:
-    the search commands that produced ``search_dir``, quoted in the card."""
+    the search commands that produced ``search_dir``, quoted in the card; ``notes``: hand-written Markdown for
+    the card's last section (what the figures do not say: how it compares, known weaknesses)."""
     search_dir, dest = Path(search_dir), Path(dest)
     try:
         doc = json.loads((search_dir / "pareto.json").read_text())
@@ -67,12 +68,12 @@ def ship_finalist(search_dir: str | Path, dest: str | Path, trial: int | None = 
         search = {"shipped_trial": trial, "finalist": row, "front_row": front_row, "commands": commands or [],
                   **summary, "finalists": list(rows.values())}
         (part / "search.json").write_text(json.dumps(search, indent=2) + "\n")
-        (part / "MODEL_CARD.md").write_text(model_card(search, report), encoding="utf-8")
+        (part / "MODEL_CARD.md").write_text(model_card(search, report, notes), encoding="utf-8")
         os.replace(part, dest)  # same file system: the folder appears whole
     return dest
 
 
-def model_card(search: dict[str, Any], report: dict[str, Any]) -> str:
+def model_card(search: dict[str, Any], report: dict[str, Any], notes: str | None = None) -> str:
     """The card of a shipped finalist: what it is, the search that found it, the recipe that reproduces it,
     what it measured and, first, whether the gate passed it."""
     row, trial = search["finalist"], search["shipped_trial"]
@@ -80,6 +81,10 @@ def model_card(search: dict[str, Any], report: dict[str, Any]) -> str:
     base = report["baseline"]
     steps = {s["type"]: s for s in report.get("steps", [])}
     spec = (search.get("front_row") or {}).get("spec") or report.get("recipe", {}).get("steps", [{}])[0].get("spec")
+    spec = {k: v for k, v in (spec or {}).items() if k not in ("num_classes", "input_norm")}
+    machine = report.get("machine", {})
+    rho = search.get("spearman_proxy_vs_full")
+    trials = ", ".join(f"{n} {state}" for state, n in (search.get("trials") or {}).items())
     verdict = ("**passed** by the gate" if gate.get("passed") else
                f"**refused by the gate** ({len(gate.get('violations', []))} violations, listed below): it is "
                "faster and smaller than the baseline but measurably less accurate, so it is not a drop-in "
@@ -100,8 +105,8 @@ def model_card(search: dict[str, Any], report: dict[str, Any]) -> str:
         f"{ratios['latency_ms_p50_ratio']:.2f}x (p50 {final['latency_ms_p50']:.3f} ms) |",
         f"| smaller than the baseline's fp32 ONNX | {ratios['size_bytes_ratio']:.2f}x ({final['size_bytes']:,} B) |",
         f"| accuracy by sign size | {_by_size(final)} |",
-        f"| machine | {report.get('machine', {}).get('cpu', '?')}, {report.get('machine', {}).get('cores', '?')} "
-        "cores |",
+        f"| machine | {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores "
+        f"({' '.join(machine.get('cpu_flags', []))}), onnxruntime {machine.get('onnxruntime', '?')} |",
         "",
         "## Files",
         "",
@@ -116,11 +121,11 @@ def model_card(search: dict[str, Any], report: dict[str, Any]) -> str:
         "## The search that found it",
         "",
         *[f"- `{c}`" for c in search.get("commands") or []],
-        f"- Study: {search.get('trials')}; proxy accuracy of this network {100 * row['proxy_accuracy']:.2f}% "
+        f"- Study: {trials} trials; proxy accuracy of this network {100 * row['proxy_accuracy']:.2f}% "
         f"(short distillation on a subset); phases (s): proxy search {phases.get('search_s')}, serial "
         f"re-measure {phases.get('remeasure_s')}, finalists {phases.get('finalists_s')}.",
         f"- Finalists (trained fully): {_finalists(search)}; Spearman rank correlation proxy vs full accuracy: "
-        f"{search.get('spearman_proxy_vs_full')}.",
+        f"{'n/a (fewer than 3)' if rho is None else f'{rho:+.2f}'}.",
         f"- This finalist's training: distillation {steps.get('distill', {}).get('seconds')} s, QAT "
         f"{steps.get('qat', {}).get('seconds')} s.",
         "",
@@ -133,6 +138,8 @@ def model_card(search: dict[str, Any], report: dict[str, Any]) -> str:
         *([f"- {v}" for v in gate.get("violations", [])] or ["- passed: no violations"]),
         "",
     ]
+    if notes:
+        lines += ["## Notes", "", notes.strip(), ""]
     return "\n".join(lines)
 
 
