@@ -23,3 +23,23 @@ def test_baseline_full_test_set(gtsrb):
     model = load_model_arg("baseline")
     m = evaluate_predictor(model.predictor(), LabeledImages.of(gtsrb.x_test, gtsrb.y_test))
     assert m["accuracy"] == pytest.approx(model.meta["metrics"]["test_accuracy"], abs=3 / 12630)
+
+
+def test_shipped_searched_model_checks_out(gtsrb):
+    """searched/ (the architecture search's shipped finalist): its int8 deploy model scores what the search's
+    run recorded, its checkpoint loads as 'searched', and its card states the search and the recipe."""
+    import json
+
+    from drivecompress.evaluate.loading import searched_dir
+
+    shipped = json.loads((searched_dir() / "search.json").read_text())
+    subset = LabeledImages.of(gtsrb.x_test, gtsrb.y_test).head(2000, seed=123)
+    int8 = evaluate_predictor(load_model_arg(searched_dir() / "model.onnx").predictor(), subset)["accuracy"]
+    assert abs(int8 - shipped["finalist"]["accuracy"]) < 0.012  # 4-sigma band on 2,000 images
+    model = load_model_arg("searched")
+    assert model.module is not None and model.source == searched_dir()
+    assert evaluate_predictor(model.predictor(), subset)["accuracy"] > 0.95  # float weights after QAT
+    card = (searched_dir() / "MODEL_CARD.md").read_text()
+    assert f"Trial {shipped['shipped_trial']} of `drivecompress search`" in card
+    assert "drivecompress compress baseline --recipe searched/recipe.yaml" in card
+    assert shipped["commands"] and all(c in card for c in shipped["commands"])
