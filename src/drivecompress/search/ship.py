@@ -111,9 +111,9 @@ def model_card(search: dict[str, Any], report: dict[str, Any], notes: str | None
         "## Files",
         "",
         "- `model.safetensors` + `model.json`: the checkpoint (float weights after QAT); `searched` is accepted "
-        "wherever MODEL is (`drivecompress evaluate searched`, `compress searched ...`).",
+        "wherever MODEL is (`drivecompress eval searched`, `compress searched ...`).",
         "- `model.onnx`: the int8 deploy model (QDQ with the scales QAT trained) for ONNX Runtime: "
-        "`drivecompress evaluate searched/model.onnx`.",
+        "`drivecompress eval searched/model.onnx`.",
         "- `recipe.yaml`: reproduces the model from the baseline: "
         "`drivecompress compress baseline --recipe searched/recipe.yaml --out runs/searched_again`.",
         "- `search.json`: the search's figures (phases, front row, all finalists).",
