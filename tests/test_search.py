@@ -182,6 +182,13 @@ def _ship_and_load(tmp_path, doc, monkeypatch):
         ship_finalist(tmp_path / "s", dest, trial=row["trial"])
     with pytest.raises(BadInputError, match="not a finalist"):
         ship_finalist(tmp_path / "s", tmp_path / "other", trial=999)
+    with pytest.raises(BadInputError, match="no readable search summary"):
+        ship_finalist(tmp_path / "nowhere", tmp_path / "other")
+    report = Path(row["run"], "report.json")
+    report.rename(report.with_suffix(".moved"))
+    with pytest.raises(BadInputError, match="run report is missing"):
+        ship_finalist(tmp_path / "s", tmp_path / "other", trial=row["trial"])
+    report.with_suffix(".moved").rename(report)
     assert not (tmp_path / "other").exists()
 
 

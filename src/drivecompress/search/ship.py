@@ -49,8 +49,12 @@ def ship_finalist(search_dir: str | Path, dest: str | Path, trial: int | None = 
         raise BadInputError(f"{dest}: already exists; remove it or ship into another folder")
     row = rows[trial]
     run = search_dir / "finalists" / f"{trial:04d}" / "run"
-    report = json.loads((run / "report.json").read_text())
-    deploy = run / report["final"]["artifact"]
+    try:
+        report = json.loads((run / "report.json").read_text())
+        deploy = run / report["final"]["artifact"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise BadInputError(f"{run / 'report.json'}: the finalist's run report is missing or incomplete "
+                            f"({exc})") from exc
     checkpoints = sorted((run / "steps").glob("*/model/model.safetensors"))
     if not deploy.is_file() or not checkpoints:
         raise BadInputError(f"{run}: the finalist's run has no deploy model or checkpoint")
