@@ -10,10 +10,12 @@ import sys
 import time
 
 import pytest
+import torch
 import yaml
 
 from drivecompress.cli import main
 from drivecompress.core import StepConfig, register_step
+from drivecompress.distill.step import TeacherEnsemble
 from drivecompress.models import build_model, default_spec
 from drivecompress.train.checkpoint import save_checkpoint, weights_sha256
 
@@ -237,6 +239,34 @@ def test_recipe_teacher_replaces_the_input_model_as_teacher_only(tmp_path, ckpt,
         assert main(["compress", ckpt, "--recipe", str(p), "--out", str(tmp_path / "bad")]) == 2
         err = capsys.readouterr().err
         assert "recipe key 'teacher'" in err and says in err and "Traceback" not in err, err
+        assert not (tmp_path / "bad").exists()
+
+
+def test_recipe_teacher_list_teaches_as_the_mean_of_its_members(tmp_path, ckpt, capsys):
+    """``teacher: [a, b]`` distils from one TeacherEnsemble whose logits are the members' mean (the inputs
+    fingerprint covers both); a bad member is refused naming it, an empty list naming the key, nothing written."""
+    members = [tiny_model("resnet", seed=1), tiny_model("vgg", seed=2)]
+    folders = [str(save_checkpoint(tmp_path / f"t{i}", m)) for i, m in enumerate(members)]
+    p = tmp_path / "e.yaml"
+    p.write_text(yaml.safe_dump({"evaluation": EVAL, "teacher": folders,
+                                 "steps": [{"type": "probe-teacher"}, {"type": "finetune", "epochs": 1,
+                                            "distill": True, "train_subset": 128, "batch_size": 64}]}))
+    out = tmp_path / "run"
+    assert main(["compress", ckpt, "--recipe", str(p), "--out", str(out)]) == 0
+    ensemble = TeacherEnsemble(members)
+    notes = json.loads((out / "report.json").read_text())["steps"][0]["notes"]
+    assert notes["teacher"] == weights_sha256(ensemble) == json.loads((out / "inputs.json").read_text())["teacher"]
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        want = (members[0].eval()(x) + members[1].eval()(x)) / 2
+        assert torch.allclose(ensemble.eval()(x), want, atol=1e-6)
+    for teacher, says in (([folders[0], str(tmp_path / "nowhere")], "nowhere): "),
+                          ([], "key 'teacher'")):
+        p.write_text(yaml.safe_dump({"evaluation": EVAL, "teacher": teacher, "steps": [{"type": "probe-teacher"}]}))
+        capsys.readouterr()
+        assert main(["compress", ckpt, "--recipe", str(p), "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "bad").exists()
 
 

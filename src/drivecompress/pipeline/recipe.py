@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from drivecompress.core import StepConfig, lookup, step_types
 from drivecompress.errors import BadInputError
@@ -57,9 +57,17 @@ class Recipe(BaseModel):
     name: str = "recipe"
     description: str = ""
     seed: int = 0
-    teacher: str | None = Field(None, description="checkpoint folder (model.json + model.safetensors) of the "
-                                "distillation teacher of every step that distills (default: the input model); "
-                                "e.g. a larger or unsmoothed model. The gate still compares with the input model")
+    teacher: str | list[str] | None = Field(
+        None, description="checkpoint folder (model.json + model.safetensors) of the distillation teacher of every "
+        "step that distills (default: the input model), e.g. a larger or unsmoothed model; a list of folders "
+        "teaches as one ensemble (the mean of their logits). The gate still compares with the input model")
+
+    @field_validator("teacher")
+    @classmethod
+    def _teachers(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and not v:
+            raise ValueError("an empty list; give one or more checkpoint folders, or leave it out")
+        return v
     budgets: Budgets = Budgets()
     targets: Targets = Targets()
     evaluation: Evaluation = Evaluation()
@@ -79,7 +87,7 @@ def _fmt_error(where: str, exc: ValidationError) -> str:
         return f"{where}: unknown key '{key}'"
     if not key:  # a rule across keys (e.g. mixup needs distill): its message names them; the input is all keys
         return f"{where}: {e['msg'].removeprefix('Value error, ')}"
-    return f"{where}: key '{key}': {e['msg']} (got {e.get('input')!r})"
+    return f"{where}: key '{key}': {e['msg'].removeprefix('Value error, ')} (got {e.get('input')!r})"
 
 
 def _apply_override(doc: dict[str, Any], assignment: str, source: str) -> None:

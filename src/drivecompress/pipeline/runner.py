@@ -32,6 +32,7 @@ from drivecompress.core import Context, State, lookup
 from drivecompress.data.api import Data
 from drivecompress.data.gtsrb import repo_path
 from drivecompress.data.transforms import deploy_input
+from drivecompress.distill.step import TeacherEnsemble
 from drivecompress.errors import BadInputError, GateRefusedError
 from drivecompress.evaluate.compare import measure_onnx, ratios, speed_verdict
 from drivecompress.evaluate.complexity import count_macs, count_params, onnx_macs
@@ -92,12 +93,19 @@ def _measure(state: State, artifact: Path, data: Data, recipe: Recipe, speed: Sp
 
 
 def load_teacher(recipe: Recipe, loaded: LoadedModel, data: Data) -> nn.Module | None:
-    """The distillation teacher: the recipe's ``teacher`` checkpoint, checked to score this data's classes on
-    its input shape, else the input model. Refused with the key named, before anything is written."""
+    """The distillation teacher: the recipe's ``teacher`` checkpoint (or a list of them, which teach as one
+    ``TeacherEnsemble``), each checked to score this data's classes on its input shape, else the input model.
+    Refused with the key named, before anything is written."""
     if recipe.teacher is None:
         return loaded.module
-    folder = repo_path(recipe.teacher)
-    where = f"recipe key 'teacher' ({recipe.teacher})"
+    folders = [recipe.teacher] if isinstance(recipe.teacher, str) else recipe.teacher
+    members = [_one_teacher(f, loaded, data) for f in folders]
+    return members[0] if isinstance(recipe.teacher, str) else TeacherEnsemble(members)
+
+
+def _one_teacher(name: str, loaded: LoadedModel, data: Data) -> nn.Module:
+    folder = repo_path(name)
+    where = f"recipe key 'teacher' ({name})"
     if not (folder / "model.json").is_file():
         raise BadInputError(f"{where}: {folder}: no checkpoint there (model.json missing)")
     try:
