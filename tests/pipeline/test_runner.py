@@ -15,6 +15,7 @@ import yaml
 
 from drivecompress.cli import main
 from drivecompress.core import StepConfig, register_step
+from drivecompress.distill import student as student_module
 from drivecompress.distill.step import TeacherEnsemble
 from drivecompress.models import build_model, default_spec
 from drivecompress.train.checkpoint import save_checkpoint, weights_sha256
@@ -242,20 +243,27 @@ def test_recipe_teacher_replaces_the_input_model_as_teacher_only(tmp_path, ckpt,
         assert not (tmp_path / "bad").exists()
 
 
-def test_recipe_teacher_list_teaches_as_the_mean_of_its_members(tmp_path, ckpt, capsys):
+def test_recipe_teacher_list_teaches_as_the_mean_of_its_members(tmp_path, ckpt, capsys, monkeypatch):
     """``teacher: [a, b]`` distils from one TeacherEnsemble whose logits are the members' mean (the inputs
-    fingerprint covers both); a bad member is refused naming it, an empty list naming the key, nothing written."""
+    fingerprint covers both), in the ``distill`` step too (it once distilled from the input model whatever the
+    recipe said); a bad member is refused naming it, an empty list naming the key, nothing written."""
     members = [tiny_model("resnet", seed=1), tiny_model("vgg", seed=2)]
     folders = [str(save_checkpoint(tmp_path / f"t{i}", m)) for i, m in enumerate(members)]
+    taught_by = []
+    real = student_module.distill
+    monkeypatch.setattr(student_module, "distill",
+                        lambda student, teacher, *a, **k: taught_by.append(weights_sha256(teacher)) or real(
+                            student, teacher, *a, **k))
     p = tmp_path / "e.yaml"
-    p.write_text(yaml.safe_dump({"evaluation": EVAL, "teacher": folders,
-                                 "steps": [{"type": "probe-teacher"}, {"type": "finetune", "epochs": 1,
-                                            "distill": True, "train_subset": 128, "batch_size": 64}]}))
+    p.write_text(yaml.safe_dump({"evaluation": EVAL, "teacher": folders, "steps": [
+        {"type": "probe-teacher"},
+        {"type": "distill", "arch": "resnet", "width": 0.25, "epochs": 1, "train_subset": 128, "batch_size": 64}]}))
     out = tmp_path / "run"
     assert main(["compress", ckpt, "--recipe", str(p), "--out", str(out)]) == 0
     ensemble = TeacherEnsemble(members)
     notes = json.loads((out / "report.json").read_text())["steps"][0]["notes"]
     assert notes["teacher"] == weights_sha256(ensemble) == json.loads((out / "inputs.json").read_text())["teacher"]
+    assert taught_by == [notes["teacher"]]
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
         want = (members[0].eval()(x) + members[1].eval()(x)) / 2

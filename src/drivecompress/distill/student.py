@@ -93,9 +93,12 @@ def student_spec(cfg: StudentConfig, teacher: nn.Module, data: Data) -> dict[str
 
 @register_step("distill", StudentConfig)
 def _distill_step(state: State, cfg: StudentConfig, ctx: Context) -> State:
+    # The student is laid out for the current model (its input normalization) but learns from the recipe's
+    # teacher, like every other distilling step (the input model unless the recipe names one or an ensemble).
+    teacher = ctx.teacher if ctx.teacher is not None else state.module
     spec = student_spec(cfg, state.module, ctx.data)
     student = build_model(spec)
-    result = distill(student, state.module, ctx.data, cfg, device=ctx.device, seed=ctx.seed)
+    result = distill(student, teacher, ctx.data, cfg, device=ctx.device, seed=ctx.seed)
     notes = {"student": spec, "best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
-             "teacher_val_accuracy": evaluate_accuracy(state.module, ctx.data.val, ctx.device)}
+             "teacher_val_accuracy": evaluate_accuracy(teacher, ctx.data.val, ctx.device)}
     return dataclasses.replace(State(module=student), notes=notes)
