@@ -259,6 +259,29 @@ def test_search_flags_are_checked_by_the_config_and_named(tmp_path, capsys):
         assert not out.exists()
 
 
+def test_final_teacher_teaches_the_finalists_and_is_checked_before_the_search(tmp_path, capsys):
+    """``--final-teacher``: the finalists' recipes name it as their ``teacher:`` (several: a list, one ensemble),
+    so the recipe that reproduces a finalist keeps its teacher; a folder that is no checkpoint is refused before
+    the first proxy trial, one line naming the flag, nothing written."""
+    from drivecompress.models import default_spec
+    from drivecompress.pipeline.recipe import parse_recipe
+    from drivecompress.search.finalize import candidate_recipe
+    from drivecompress.search.nas import SearchConfig
+
+    row = {"trial": 3, "proxy_accuracy": 0.5, "int8_latency_ms": 0.2, "spec": default_spec("resnet", 0.25)}
+    for given, named in ((["baseline"], "baseline"), (["baseline", "runs/t1"], ["baseline", "runs/t1"]), ([], None)):
+        doc = candidate_recipe(row, SearchConfig(final_teacher=given))
+        assert doc.get("teacher") == named and list(doc)[2] == ("teacher" if given else "budgets")
+        assert ("from baseline" in doc["description"]) == bool(given)
+        assert parse_recipe(doc).teacher == named
+    bad = tmp_path / "bad"
+    assert main(["search", "--out", str(bad), "--quick", "--final-teacher", "baseline",
+                 "--final-teacher", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("drivecompress: error: --final-teacher (") and "model.json missing" in err
+    assert "\n" not in err and not bad.exists()
+
+
 def test_enqueued_networks_are_the_first_trials_and_bad_ones_are_named(tmp_path, capsys):
     """``--enqueue``: a known network (here the quick space's smallest ResNet) is the study's first trial, with
     exactly those choices; a value outside the space, a missing or an unused parameter, or text that is not JSON

@@ -32,6 +32,10 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-speedup", type=float, metavar="X",
                    help="finalists only among candidates at least X times faster (int8) than the teacher's fp32")
     p.add_argument("--final-epochs", type=int, metavar="N", help="distillation epochs of a finalist (default 30)")
+    p.add_argument("--final-teacher", action="append", default=[], metavar="FOLDER",
+                   help="a checkpoint folder that teaches the finalists instead of --teacher (repeatable: several "
+                        "teach as one ensemble, the mean of their logits); the finalists are still measured and "
+                        "gated against --teacher")
     p.add_argument("--proxy-epochs", type=int, metavar="N",
                    help="proxy training epochs per trial (default 3; 6 with --proxy-images 12000 ranked two fully "
                    "trained students correctly where 3 did not, at about 4x the time: README)")
@@ -57,6 +61,8 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
                              "proxy_images"))
     if a.enqueue:
         cfg = cfg.model_copy(update={"enqueue": [_params(j) for j in a.enqueue]})
+    if a.final_teacher:
+        cfg = cfg.model_copy(update={"final_teacher": list(a.final_teacher)})
     teacher = as_model(a.teacher)
     if teacher.module is None:
         raise BadInputError(f"--teacher {a.teacher}: must be a checkpoint folder (distillation needs the module)")

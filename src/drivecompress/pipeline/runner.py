@@ -94,22 +94,27 @@ def _measure(state: State, artifact: Path, data: Data, recipe: Recipe, speed: Sp
 
 def load_teacher(recipe: Recipe, loaded: LoadedModel, data: Data) -> nn.Module | None:
     """The distillation teacher: the recipe's ``teacher`` checkpoint (or a list of them, which teach as one
-    ``TeacherEnsemble``), each checked to score this data's classes on its input shape, else the input model.
-    Refused with the key named, before anything is written."""
+    ``TeacherEnsemble``), else the input model. Refused with the key named, before anything is written."""
     if recipe.teacher is None:
         return loaded.module
-    folders = [recipe.teacher] if isinstance(recipe.teacher, str) else recipe.teacher
-    members = [_one_teacher(f, loaded, data) for f in folders]
-    return members[0] if isinstance(recipe.teacher, str) else TeacherEnsemble(members)
+    return load_teachers(recipe.teacher, loaded.module, data)
 
 
-def _one_teacher(name: str, loaded: LoadedModel, data: Data) -> nn.Module:
+def load_teachers(names: str | list[str], template: nn.Module | None, data: Data,
+                  label: str = "recipe key 'teacher'") -> nn.Module:
+    """One checkpoint folder, or a list that teaches as one ``TeacherEnsemble``; each checked to score this
+    data's classes on its input shape (``template`` rebuilds a user-defined network). Errors name ``label``."""
+    members = [_one_teacher(n, template, data, label) for n in ([names] if isinstance(names, str) else names)]
+    return members[0] if isinstance(names, str) else TeacherEnsemble(members)
+
+
+def _one_teacher(name: str, template: nn.Module | None, data: Data, label: str) -> nn.Module:
     folder = repo_path(name)
-    where = f"recipe key 'teacher' ({name})"
+    where = f"{label} ({name})"
     if not (folder / "model.json").is_file():
         raise BadInputError(f"{where}: {folder}: no checkpoint there (model.json missing)")
     try:
-        teacher = load_checkpoint(folder, template=loaded.module)[0]
+        teacher = load_checkpoint(folder, template=template)[0]
     except BadInputError as exc:
         raise BadInputError(f"{where}: {exc}") from exc
     with torch.no_grad():

@@ -50,6 +50,11 @@ def candidate_recipe(row: dict[str, Any], cfg: SearchConfig) -> dict[str, Any]:
     }
     if cfg.final_test_subset:
         doc["evaluation"] = {"test_subset": cfg.final_test_subset}
+    if cfg.final_teacher:  # a stronger teacher for the long training; the gate still compares with --teacher
+        named = cfg.final_teacher[0] if len(cfg.final_teacher) == 1 else list(cfg.final_teacher)
+        doc["description"] = doc["description"].replace("from the teacher", f"from {' + '.join(cfg.final_teacher)}")
+        doc = {k: v for key, value in doc.items()
+               for k, v in ([(key, value), ("teacher", named)] if key == "description" else [(key, value)])}
     return doc
 
 

@@ -72,6 +72,9 @@ class SearchConfig(BaseModel):
                            "quantized (QAT) and gated like compress; 0: none")
     min_speedup: float | None = Field(None, gt=0, description="finalists only among front members at least "
                                       "this much faster (int8) than the teacher's fp32, re-measured serially")
+    final_teacher: list[str] = Field(default_factory=list, description=(
+        "checkpoint folders that teach the finalists instead of the search's teacher, as one ensemble when "
+        "several (their recipes' 'teacher:' key); the finalists are still measured and gated against the teacher"))
     final_epochs: int = Field(30, ge=1, description="distillation epochs of a finalist")
     final_swa_epochs: int = Field(8, ge=0, description="of which the last N are weight-averaged")
     final_qat_epochs: int = Field(2, ge=1)
@@ -210,6 +213,10 @@ def search(teacher: nn.Module, data: Data, out: str | Path, cfg: SearchConfig | 
 
     cfg = cfg or SearchConfig()
     check_enqueued(cfg.enqueue, cfg.quick)  # before anything is written
+    if cfg.final_teacher:  # refused now, not after hours of proxy trials
+        from drivecompress.pipeline.runner import load_teachers
+
+        load_teachers(cfg.final_teacher, teacher, data, label="--final-teacher")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     previous = previous_doc(out)  # read before this call's summary replaces it
