@@ -61,6 +61,10 @@ class Recipe(BaseModel):
         None, description="checkpoint folder (model.json + model.safetensors) of the distillation teacher of every "
         "step that distills (default: the input model), e.g. a larger or unsmoothed model; a list of folders "
         "teaches as one ensemble (the mean of their logits). The gate still compares with the input model")
+    budgets: Budgets = Budgets()
+    targets: Targets = Targets()
+    evaluation: Evaluation = Evaluation()
+    steps: list[tuple[str, StepConfig]] = Field(default_factory=list)
 
     @field_validator("teacher")
     @classmethod
@@ -68,10 +72,6 @@ class Recipe(BaseModel):
         if isinstance(v, list) and not v:
             raise ValueError("an empty list; give one or more checkpoint folders, or leave it out")
         return v
-    budgets: Budgets = Budgets()
-    targets: Targets = Targets()
-    evaluation: Evaluation = Evaluation()
-    steps: list[tuple[str, StepConfig]] = Field(default_factory=list)
 
     def resolved(self) -> dict[str, Any]:
         """The recipe as plain data, every default filled in (written to the run folder)."""

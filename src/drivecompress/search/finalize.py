@@ -33,12 +33,17 @@ def candidate_recipe(row: dict[str, Any], cfg: SearchConfig) -> dict[str, Any]:
     averaging (how the shipped student was made), then QAT with the float student as teacher."""
     spec = {k: v for k, v in row["spec"].items() if k not in ("num_classes", "input_norm")}  # from data/teacher
     subset = {"train_subset": cfg.final_train_subset} if cfg.final_train_subset else {}
+    # a stronger teacher for the long training (--final-teacher); the gate still compares with the search's
+    taught = {"teacher": cfg.final_teacher[0] if len(cfg.final_teacher) == 1 else list(cfg.final_teacher)
+              } if cfg.final_teacher else {}
     doc: dict[str, Any] = {
         "name": f"searched-{row['trial']:04d}",
         "description": (f"Trial {row['trial']} of drivecompress search (proxy accuracy "
                         f"{100 * row['proxy_accuracy']:.2f}%, int8 {row['int8_latency_ms']:.3f} ms in the trial): "
-                        f"{cfg.final_epochs} epochs of distillation from the teacher, the last "
+                        f"{cfg.final_epochs} epochs of distillation from "
+                        f"{' + '.join(cfg.final_teacher) or 'the teacher'}, the last "
                         f"{cfg.final_swa_epochs} averaged, then {cfg.final_qat_epochs} of QAT."),
+        **taught,
         "budgets": {"max_accuracy_drop": cfg.max_accuracy_drop, "max_safety_recall_drop": cfg.max_safety_recall_drop},
         "targets": {"min_latency_speedup": cfg.target_speedup, "max_accuracy_drop": cfg.max_accuracy_drop},
         "steps": [
@@ -50,11 +55,6 @@ def candidate_recipe(row: dict[str, Any], cfg: SearchConfig) -> dict[str, Any]:
     }
     if cfg.final_test_subset:
         doc["evaluation"] = {"test_subset": cfg.final_test_subset}
-    if cfg.final_teacher:  # a stronger teacher for the long training; the gate still compares with --teacher
-        named = cfg.final_teacher[0] if len(cfg.final_teacher) == 1 else list(cfg.final_teacher)
-        doc["description"] = doc["description"].replace("from the teacher", f"from {' + '.join(cfg.final_teacher)}")
-        doc = {k: v for key, value in doc.items()
-               for k, v in ([(key, value), ("teacher", named)] if key == "description" else [(key, value)])}
     return doc
 
 
