@@ -9,9 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-import torch
-
 import drivecompress as dc
 from drivecompress.evaluate.predictor import TorchPredictor, predict_all
 
@@ -21,19 +18,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("folders", nargs="+", help="checkpoint folders (or 'baseline' / 'searched')")
     ap.add_argument("--data", default=None, help="npz (default: the project's GTSRB)")
     a = ap.parse_args(argv)
-    torch.set_num_threads(2)
     try:
         data = dc.Data.from_npz(a.data)
-        x, y = data.test.x, data.test.y
-        logits = [predict_all(TorchPredictor(dc.load_model(f).eval()), x) for f in a.folders]
+        models = [dc.load_model(f).eval() for f in a.folders]
     except dc.BadInputError as exc:
         print(f"ensemble_accuracy: error: {exc}", file=sys.stderr)
         return 2
-    for f, z in zip(a.folders, logits, strict=True):
-        print(f"{f}: {100 * (z.argmax(1) == y).mean():.2f}%")
-    mean = np.mean(logits, axis=0)
-    print(f"ensemble of {len(logits)} (mean logits): {100 * (mean.argmax(1) == y).mean():.2f}% "
-          f"on {len(y):,} test images")
+    x, y = data.test.x, data.test.y
+    for f, m in zip(a.folders, models, strict=True):
+        print(f"{f}: {100 * (predict_all(TorchPredictor(m), x).argmax(1) == y).mean():.2f}%")
+    # the very module a recipe's `teacher: [...]` distils from, not a re-implementation of it
+    z = predict_all(TorchPredictor(dc.TeacherEnsemble(models)), x)
+    print(f"ensemble of {len(models)} (mean logits): {100 * (z.argmax(1) == y).mean():.2f}% on {len(y):,} test images")
     return 0
 
 
