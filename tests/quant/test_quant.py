@@ -1,5 +1,7 @@
 """PTQ, sensitivity and QAT on tiny models: int8 storage, options that change what they should, errors."""
 
+import logging
+
 import numpy as np
 import onnx
 import pytest
@@ -60,6 +62,21 @@ def test_ptq_graph_holds_int8_weights_and_runs(fp32_onnx, calib, tmp_path, test_
     assert b.shape == (64, 43) and np.abs(a - b).max() > 0  # really quantized, not a copy
     assert (a.argmax(1) == b.argmax(1)).mean() > 0.8
     assert res.path.stat().st_size < 0.5 * fp32_onnx.stat().st_size
+
+
+def test_quantizer_chatter_is_quieted_without_changing_the_callers_logging(fp32_onnx, calib, tmp_path, caplog):
+    # ORT's quantization tools log at INFO (per node, per pre-processing pass); a user running at INFO keeps
+    # their level afterwards.
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.INFO)
+    try:
+        with caplog.at_level(logging.INFO):
+            quantize_ptq(fp32_onnx, tmp_path / "q.onnx", calib, PTQConfig(calibration_images=16))
+            assert root.level == logging.INFO
+        assert not [r for r in caplog.records if r.levelno == logging.INFO and r.name.startswith("onnxruntime")]
+    finally:
+        root.setLevel(before)
 
 
 def test_calibration_method_changes_activation_ranges(fp32_onnx, calib, tmp_path):

@@ -109,6 +109,20 @@ def resolve_patterns(names: list[str], patterns: list[str]) -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def _root_logger_quiet():
+    """ORT's quantizer logs every node through the root logger at INFO (``logging.info``), so quieting it means
+    raising the root level; the caller's level is restored after, since a library must not change a user's
+    logging for good."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def preprocess(src: Path, dst: Path) -> Path:
     """ORT's recommended pre-processing: symbolic shape inference and graph optimization.
 
@@ -145,8 +159,7 @@ def quantize_ptq(
     images = check_calibration_images(calibration)[: cfg.calibration_images]
     if cfg.calibration not in _METHODS:
         raise BadInputError(f"calibration method '{cfg.calibration}' unknown (choose {', '.join(_METHODS)})")
-    logging.getLogger().setLevel(logging.WARNING)  # ORT's quantizer logs every node at INFO
-    with tempfile.TemporaryDirectory(prefix="dc-ptq-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dc-ptq-") as tmp, _root_logger_quiet():
         model_in = preprocess(src, Path(tmp) / "pre.onnx") if cfg.preprocess else src
         proto = onnx.load(str(model_in))
         names = quantizable_nodes(proto)
