@@ -3,6 +3,7 @@ killed worker whose trial is retried by the next worker."""
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -190,6 +191,25 @@ def _ship_and_load(tmp_path, doc, monkeypatch):
     with pytest.raises(BadInputError, match="run report is missing"):
         ship_finalist(tmp_path / "s", tmp_path / "other", trial=row["trial"])
     report.with_suffix(".moved").rename(report)
+    assert not (tmp_path / "other").exists()
+
+    # the same network trained by a longer recipe (a compress run; here a copy with its own figures) ships
+    # instead of the finalist's run, and its card says so; a run of another network is refused
+    longer = tmp_path / "longer"
+    shutil.copytree(row["run"], longer)
+    rep["final"]["accuracy"] = 0.4321
+    (longer / "report.json").write_text(json.dumps(rep))
+    (longer / "recipe.yaml").write_text((Path(row["recipe"]).read_text()).replace("epochs: 1", "epochs: 60"))
+    dest = ship_finalist(tmp_path / "s", tmp_path / "retrained", trial=row["trial"], retrained=longer)
+    shipped = json.loads((dest / "search.json").read_text())["shipped"]
+    assert shipped == {"run": str(longer), "retrained": True, "accuracy": 0.4321, "gate_passed": row["gate_passed"]}
+    assert (dest / "recipe.yaml").read_text() == (longer / "recipe.yaml").read_text() != Path(row["recipe"]).read_text()
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert "trained by a longer recipe" in card and "43.21%" in card and f"{100 * row['accuracy']:.2f}%" in card
+    rep["recipe"]["steps"][0]["spec"]["stem"] = 999
+    (longer / "report.json").write_text(json.dumps(rep))
+    with pytest.raises(BadInputError, match=f"does not train trial {row['trial']}'s network"):
+        ship_finalist(tmp_path / "s", tmp_path / "other", trial=row["trial"], retrained=longer)
     assert not (tmp_path / "other").exists()
 
 

@@ -17,18 +17,24 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from drivecompress.errors import BadInputError
 
 
 def ship_finalist(search_dir: str | Path, dest: str | Path, trial: int | None = None,
-                  commands: list[str] | None = None, notes: str | None = None) -> Path:
+                  commands: list[str] | None = None, notes: str | None = None,
+                  retrained: str | Path | None = None) -> Path:
     """Copy finalist ``trial`` of the search in ``search_dir`` (default: the one the search chose, i.e. the
     fastest that the gate passed) into the new folder ``dest`` with a model card; returns ``dest``.
 
     A finalist the gate refused can be shipped only when named: its card then says so at the top. ``dest``
     must not exist (nothing on disk is overwritten); the folder appears whole or not at all. ``commands``:
     the search commands that produced ``search_dir``, quoted in the card; ``notes``: hand-written Markdown for
-    the card's last section (what the figures do not say: how it compares, known weaknesses)."""
+    the card's last section (what the figures do not say: how it compares, known weaknesses). ``retrained``:
+    the folder of a ``compress`` run that trained this finalist's very network with another recipe (longer
+    distillation, another teacher); its model, recipe and measurements are shipped instead of the finalist
+    run's, since the search chose the network and a better training of it is what a user should get."""
     search_dir, dest = Path(search_dir), Path(dest)
     try:
         doc = json.loads((search_dir / "pareto.json").read_text())
@@ -48,16 +54,21 @@ def ship_finalist(search_dir: str | Path, dest: str | Path, trial: int | None = 
     if dest.exists():
         raise BadInputError(f"{dest}: already exists; remove it or ship into another folder")
     row = rows[trial]
-    run = search_dir / "finalists" / f"{trial:04d}" / "run"
+    front_row = next((r for r in doc.get("pareto", []) if int(r["trial"]) == trial), None)
+    run = search_dir / "finalists" / f"{trial:04d}" / "run" if retrained is None else Path(retrained)
+    recipe = search_dir / "finalists" / f"{trial:04d}" / "recipe.yaml" if retrained is None else run / "recipe.yaml"
     try:
         report = json.loads((run / "report.json").read_text())
         deploy = run / report["final"]["artifact"]
     except (OSError, ValueError, KeyError) as exc:
-        raise BadInputError(f"{run / 'report.json'}: the finalist's run report is missing or incomplete "
+        raise BadInputError(f"{run / 'report.json'}: the run report is missing or incomplete "
                             f"({exc})") from exc
     checkpoints = sorted((run / "steps").glob("*/model/model.safetensors"))
-    if not deploy.is_file() or not checkpoints:
-        raise BadInputError(f"{run}: the finalist's run has no deploy model or checkpoint")
+    if not deploy.is_file() or not checkpoints or not recipe.is_file():
+        raise BadInputError(f"{run}: the run has no deploy model, checkpoint or recipe")
+    if retrained is not None and _network(report) != _network(_finalist_recipe(search_dir, trial)):
+        raise BadInputError(f"{run}: its recipe's first step does not train trial {trial}'s network (a "
+                            f"'distill' step with the finalist's spec)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{dest.name}-", dir=dest.parent) as tmp:
         part = Path(tmp) / dest.name
@@ -65,12 +76,13 @@ def ship_finalist(search_dir: str | Path, dest: str | Path, trial: int | None = 
         for name in ("model.safetensors", "model.json"):
             shutil.copy2(checkpoints[-1].parent / name, part / name)
         shutil.copy2(deploy, part / "model.onnx")
-        shutil.copy2(search_dir / "finalists" / f"{trial:04d}" / "recipe.yaml", part / "recipe.yaml")
-        front_row = next((r for r in doc.get("pareto", []) if int(r["trial"]) == trial), None)
+        shutil.copy2(recipe, part / "recipe.yaml")
         summary = {k: doc.get(k) for k in ("trials", "phases", "teacher_fp32_latency_ms",
                                            "latency_trial_vs_serial", "spearman_proxy_vs_full", "chosen")}
-        search = {"shipped_trial": trial, "finalist": row, "front_row": front_row, "commands": commands or [],
-                  **summary, "finalists": list(rows.values())}
+        shipped = {"run": str(run), "retrained": retrained is not None, "accuracy": report["final"]["accuracy"],
+                   "gate_passed": bool(report["gate"].get("passed"))}
+        search = {"shipped_trial": trial, "shipped": shipped, "finalist": row, "front_row": front_row,
+                  "commands": commands or [], **summary, "finalists": list(rows.values())}
         (part / "search.json").write_text(json.dumps(search, indent=2) + "\n")
         (part / "MODEL_CARD.md").write_text(model_card(search, report, notes), encoding="utf-8")
         os.replace(part, dest)  # same file system: the folder appears whole
@@ -92,12 +104,16 @@ def model_card(search: dict[str, Any], report: dict[str, Any], notes: str | None
     verdict = ("**passed** by the gate" if gate.get("passed") else
                f"**refused by the gate** ({len(gate.get('violations', []))} violations, listed below): it is "
                "faster and smaller than the baseline but measurably less accurate, so it is not a drop-in "
-               "replacement; it ships as the search's best finalist, to be measured against, not deployed blind")
+               "replacement; it ships as the search's best result, to be measured against, not deployed blind")
     phases = search.get("phases") or {}
+    retrained = (search.get("shipped") or {}).get("retrained")
+    how = ("its network trained by a longer recipe than the search's finalist (the recipe below; the finalist's "
+           f"own run: {100 * (row.get('accuracy') or 0):.2f}% at {row.get('speedup') or 0:.2f}x)" if retrained
+           else "trained fully")
     lines = [
         "# Model card: drivecompress searched model",
         "",
-        f"Trial {trial} of `drivecompress search`, trained fully, int8 (QAT), {verdict}.",
+        f"Trial {trial} of `drivecompress search`, {how}, int8 (QAT), {verdict}.",
         "",
         "| | |",
         "|---|---|",
@@ -130,7 +146,7 @@ def model_card(search: dict[str, Any], report: dict[str, Any], notes: str | None
         f"re-measure {phases.get('remeasure_s')}, finalists {phases.get('finalists_s')}.",
         f"- Finalists (trained fully): {_finalists(search)}; Spearman rank correlation proxy vs full accuracy: "
         f"{'n/a (fewer than 3)' if rho is None else f'{rho:+.2f}'}.",
-        f"- This finalist's training: distillation {steps.get('distill', {}).get('seconds')} s, QAT "
+        f"- This model's training: distillation {steps.get('distill', {}).get('seconds')} s, QAT "
         f"{steps.get('qat', {}).get('seconds')} s.",
         "",
         "## The recipe that reproduces it",
@@ -145,6 +161,20 @@ def model_card(search: dict[str, Any], report: dict[str, Any], notes: str | None
     if notes:
         lines += ["## Notes", "", notes.strip(), ""]
     return "\n".join(lines)
+
+
+def _finalist_recipe(search_dir: Path, trial: int) -> dict[str, Any]:
+    """The finalist's recipe as its run recorded it (the shape ``_network`` reads)."""
+    try:
+        return {"recipe": yaml.safe_load((search_dir / "finalists" / f"{trial:04d}" / "recipe.yaml").read_text())}
+    except (OSError, yaml.YAMLError) as exc:
+        raise BadInputError(f"{search_dir}: finalist {trial} has no readable recipe.yaml ({exc})") from exc
+
+
+def _network(report: dict[str, Any]) -> str:
+    """The network a run trained (its first step's spec, less what data and teacher set), comparable as text."""
+    spec = (((report.get("recipe") or {}).get("steps") or [{}])[0] or {}).get("spec") or {}
+    return json.dumps({k: v for k, v in spec.items() if k not in ("num_classes", "input_norm")}, sort_keys=True)
 
 
 def _by_size(final: dict[str, Any]) -> str:
