@@ -334,3 +334,28 @@ def test_budget_minutes_stops_a_trial_during_its_proxy_training(tmp_path, capsys
     trials = _study(out).trials
     assert len(trials) == 1
     assert trials[0].state == TrialState.PRUNED and trials[0].user_attrs["stopped_by_budget"] == 1
+
+
+def test_families_narrow_the_space_and_a_study_keeps_its_families(tmp_path, capsys):
+    """``--families resnet``: every trial samples a ResNet and the summary says which families were searched; a
+    worker or resume asking for other families, an unknown or repeated family, or an enqueued network of a
+    family not searched is one line, exit 2, and adds no trial."""
+    out = tmp_path / "s"
+    assert main(["search", "--out", str(out), "--quick", "--json", "--trials", "3", "--families", "resnet"]) == 0
+    capsys.readouterr()
+    trials = _study(out).trials
+    assert len(trials) == 3 and {t.params["family"] for t in trials} == {"resnet"}
+    assert json.loads((out / "pareto.json").read_text())["families"] == ["resnet"]
+    assert main(["search", "--out", str(out), "--quick", "--resume", "--trials", "4",
+                 "--families", "resnet,mobilenetv2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the study searches families resnet" in err and "\n" not in err and len(_study(out).trials) == 3
+    bad = tmp_path / "bad"
+    net = {"family": "mobilenetv2", "stem": 16, "first_stride": 2}
+    for args, expected in ((["--families", "resnet,foo"], "--families: must be 'resnet' or 'mobilenetv2' (got 'foo')"),
+                           (["--families", "resnet,resnet"], "--families ['resnet', 'resnet']: each family once"),
+                           (["--families", ""], "--families: List should have at least 1 item"),
+                           (["--families", "resnet", "--enqueue", json.dumps(net)], "'mobilenetv2' is not searched")):
+        assert main(["search", "--out", str(bad), "--quick", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and "\n" not in err and not bad.exists()

@@ -35,7 +35,7 @@ from drivecompress.evaluate.latency import side_by_side
 from drivecompress.models import build_model
 from drivecompress.quant.ptq import PTQConfig
 from drivecompress.quant.quantize import quantize
-from drivecompress.search.space import check_enqueued, sample_spec
+from drivecompress.search.space import FAMILIES, Family, check_enqueued, sample_spec
 from drivecompress.search.summary import previous_doc, study_span, summarize, write_html
 from drivecompress.train.loop import TrainConfig, fit
 from drivecompress.utils.io import atomic_write_json
@@ -63,6 +63,10 @@ class SearchConfig(BaseModel):
     grace_seconds: int = Field(90, ge=2)
     seed: int = 0
     quick: bool = False
+    families: list[Family] = Field(default_factory=lambda: list(FAMILIES), min_length=1, description=(
+        "network families searched; one study keeps its families (Optuna cannot change a parameter's choices "
+        "mid-study). On this CPU the MobileNets' finalists trained 2-3x slower than the ResNets' for 1-1.3 "
+        "points less (README): 'resnet' alone fits more trials and finalists into a time budget"))
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description=(
         "the new study's first trials, as the search's own parameter names (e.g. recipes/student.yaml's layout: "
         "family resnet, stem 16, first_stride 2, full_res_block false, width0 48, depth0 1, width1 64, depth1 1, "
@@ -96,6 +100,8 @@ class SearchConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> SearchConfig:
+        if len(set(self.families)) != len(self.families):
+            raise ValueError(f"families {self.families}: each family once")  # the CLI names it --families
         if self.final_swa_epochs >= self.final_epochs:
             raise ValueError(f"final_swa_epochs ({self.final_swa_epochs}) must be fewer than final_epochs "
                              f"({self.final_epochs})")
@@ -138,7 +144,7 @@ class _Objective:
     def __call__(self, trial: Any) -> tuple[float, float, float]:
         import optuna
 
-        spec = sample_spec(trial, self.data.num_classes, self.norm, self.cfg.quick)
+        spec = sample_spec(trial, self.data.num_classes, self.norm, self.cfg.quick, self.cfg.families)
         trial.set_user_attr("spec", spec)
         trial.set_user_attr("macs", count_macs(build_model(copy.deepcopy(spec)), self.data.input_shape))
 
@@ -201,6 +207,19 @@ def open_study(storage: str, cfg: SearchConfig, create: bool) -> Any:
                                directions=["maximize", "minimize", "minimize"])
 
 
+def _check_families(study: Any, cfg: SearchConfig, storage: str) -> None:
+    """A study keeps the families it was created with: a trial that suggests ``family`` from other choices
+    fails inside Optuna. Recorded at creation; a study from before families existed searched both."""
+    had = study.user_attrs.get("families")
+    if had is None and not study.trials:
+        study.set_user_attr("families", list(cfg.families))
+        return
+    had = had or list(FAMILIES)
+    if sorted(had) != sorted(cfg.families):
+        raise BadInputError(f"--storage {storage}: the study searches families {', '.join(had)}; a worker or "
+                            f"resume must search the same (got {', '.join(cfg.families)})")
+
+
 def search(teacher: nn.Module, data: Data, out: str | Path, cfg: SearchConfig | None = None, *,
            storage: str | None = None, resume: bool = False, device: torch.device | None = None) -> dict[str, Any]:
     """Run (or join) the architecture search; returns the Pareto front re-measured serially, written to
@@ -212,7 +231,7 @@ def search(teacher: nn.Module, data: Data, out: str | Path, cfg: SearchConfig | 
     from optuna.trial import TrialState
 
     cfg = cfg or SearchConfig()
-    check_enqueued(cfg.enqueue, cfg.quick)  # before anything is written
+    check_enqueued(cfg.enqueue, cfg.quick, cfg.families)  # before anything is written
     if cfg.final_teacher:  # refused now, not after hours of proxy trials
         from drivecompress.pipeline.runner import load_teachers
 
@@ -222,6 +241,7 @@ def search(teacher: nn.Module, data: Data, out: str | Path, cfg: SearchConfig | 
     previous = previous_doc(out)  # read before this call's summary replaces it
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     study = open_study(storage, cfg, create=not resume)
+    _check_families(study, cfg, storage)
     for params in cfg.enqueue:  # a second worker or a resume finds them queued or done: not queued twice
         study.enqueue_trial(params, skip_if_exists=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

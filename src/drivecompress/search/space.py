@@ -6,18 +6,23 @@ CPU's channel blocks), depths, kernel sizes, expansion ratios and where the reso
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from drivecompress.errors import BadInputError
 
+Family = Literal["resnet", "mobilenetv2"]
+FAMILIES: tuple[str, ...] = ("resnet", "mobilenetv2")
 
-def sample_spec(trial: Any, num_classes: int, input_norm: dict[str, Any] | None, quick: bool) -> dict[str, Any]:
+
+def sample_spec(trial: Any, num_classes: int, input_norm: dict[str, Any] | None, quick: bool,
+                families: tuple[str, ...] | list[str] = FAMILIES) -> dict[str, Any]:
     """A network from the trial's choices: the family (ResNet basic blocks or MobileNetV2 inverted residuals),
     the stem, where the resolution first drops (for the ResNet also a block at full resolution in front of
     it), per-stage widths in multiples of 16 and depths; for the
-    MobileNet family also the expansion ratio and depthwise kernel size (3 or 5) of each stage."""
+    MobileNet family also the expansion ratio and depthwise kernel size (3 or 5) of each stage. ``families``
+    narrows the space to some of the families."""
     widths = ([16, 32], [16, 32], [32, 48]) if quick else ([16, 32, 48], [32, 48, 64, 96], [48, 64, 96, 128])
-    family = trial.suggest_categorical("family", ["resnet", "mobilenetv2"])
+    family = trial.suggest_categorical("family", list(families))
     stem = trial.suggest_categorical("stem", [16] if quick else [16, 32])
     first_stride = trial.suggest_categorical("first_stride", [1, 2])
     if family == "mobilenetv2":  # own parameter names: their ranges differ from the ResNet's
@@ -41,15 +46,19 @@ def sample_spec(trial: Any, num_classes: int, input_norm: dict[str, Any] | None,
     return spec
 
 
-def check_enqueued(enqueue: list[dict[str, Any]], quick: bool) -> None:
+def check_enqueued(enqueue: list[dict[str, Any]], quick: bool, families: tuple[str, ...] | list[str] = FAMILIES
+                   ) -> None:
     """Each enqueued network must be one the space can sample, with no parameter it does not use: found here,
     not as a crash inside the first trial."""
     import optuna
 
     for params in enqueue:
+        if params.get("family") not in families:
+            raise BadInputError(f"enqueue {params}: family {params.get('family')!r} is not searched (families: "
+                                f"{', '.join(families)})")
         trial = optuna.trial.FixedTrial(params)
         try:
-            sample_spec(trial, 2, None, quick)
+            sample_spec(trial, 2, None, quick, families)
         except ValueError as exc:
             raise BadInputError(f"enqueue {params}: not in the search space ({exc})") from exc
         unused = sorted(set(params) - set(trial.params))

@@ -74,6 +74,7 @@ def summarize(study: Any, out: Path, data: Data, cfg: SearchConfig, seconds: flo
              "retried_from": t.system_attrs.get("failed_trial")} for t in front]
     states = [t.state for t in study.trials]
     doc = {"trials": {s.name.lower(): states.count(s) for s in TrialState if states.count(s)},
+           "families": study.user_attrs.get("families") or list(cfg.families),
            "worker_seconds": round(seconds, 1), "phases": phases, "teacher_fp32_latency_ms": ref,
            "latency_trial_vs_serial": _latency_error(rows), "pareto": rows}
     atomic_write_json(out / "pareto.json", doc)
