@@ -211,7 +211,7 @@ def _check_families(study: Any, cfg: SearchConfig, storage: str) -> None:
     """A study keeps the families it was created with: a trial that suggests ``family`` from other choices
     fails inside Optuna. Recorded at creation; a study from before families existed searched both."""
     had = study.user_attrs.get("families")
-    if had is None and not study.trials:
+    if had is None and not study.get_trials(deepcopy=False):
         study.set_user_attr("families", list(cfg.families))
         return
     had = had or list(FAMILIES)

@@ -53,7 +53,7 @@ def check_enqueued(enqueue: list[dict[str, Any]], quick: bool, families: tuple[s
     import optuna
 
     for params in enqueue:
-        if params.get("family") not in families:
+        if "family" in params and params["family"] not in families:  # a missing one: FixedTrial names it
             raise BadInputError(f"enqueue {params}: family {params.get('family')!r} is not searched (families: "
                                 f"{', '.join(families)})")
         trial = optuna.trial.FixedTrial(params)
