@@ -273,10 +273,16 @@ def test_search_flags_are_checked_by_the_config_and_named(tmp_path, capsys):
             ("--trials", "0", "--trials: must be greater than or equal to 1 (got 0)"),
             ("--budget-minutes", "0", "--budget-minutes: must be greater than 0 (got 0.0)"),
             ("--min-speedup", "-1", "--min-speedup: must be greater than 0 (got -1.0)"),
-            ("--final-epochs", "0", "--final-epochs: must be greater than or equal to 1 (got 0)")):
+            ("--final-epochs", "0", "--final-epochs: must be greater than or equal to 1 (got 0)"),
+            ("--final-swa-epochs", "-1", "--final-swa-epochs: must be greater than or equal to 0 (got -1)")):
         assert main(["search", "--out", str(out), flag, value]) == 2
         assert capsys.readouterr().err.strip() == f"drivecompress: error: {expected}"
         assert not out.exists()
+    # a rule across two flags is named by both flags
+    assert main(["search", "--out", str(out), "--final-epochs", "10", "--final-swa-epochs", "10"]) == 2
+    assert capsys.readouterr().err.strip() == ("drivecompress: error: --final-swa-epochs (10) must be fewer than "
+                                               "--final-epochs (10)")
+    assert not out.exists()
 
 
 def test_final_teacher_teaches_the_finalists_and_is_checked_before_the_search(tmp_path, capsys):
@@ -294,6 +300,11 @@ def test_final_teacher_teaches_the_finalists_and_is_checked_before_the_search(tm
         assert doc.get("teacher") == named and list(doc)[2] == ("teacher" if given else "budgets")
         assert ("from baseline" in doc["description"]) == bool(given)
         assert parse_recipe(doc).teacher == named
+    # --final-swa-epochs reaches the finalist's recipe; without it a quarter of the epochs, at most 8
+    for cfg, swa in ((SearchConfig(final_epochs=120, final_swa_epochs=24), 24), (SearchConfig(final_epochs=120), 8),
+                     (SearchConfig(final_epochs=20), 5)):
+        step = candidate_recipe(row, cfg)["steps"][0]
+        assert (step["epochs"], step["swa_epochs"]) == (cfg.final_epochs, swa)
     bad = tmp_path / "bad"
     assert main(["search", "--out", str(bad), "--quick", "--final-teacher", "baseline",
                  "--final-teacher", str(tmp_path / "nowhere")]) == 2

@@ -32,6 +32,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-speedup", type=float, metavar="X",
                    help="finalists only among candidates at least X times faster (int8) than the teacher's fp32")
     p.add_argument("--final-epochs", type=int, metavar="N", help="distillation epochs of a finalist (default 30)")
+    p.add_argument("--final-swa-epochs", type=int, metavar="N",
+                   help="of those, the last N weight-averaged (default a quarter, at most 8; the shipped searched/ "
+                        "averaged 24 of 120)")
     p.add_argument("--final-teacher", action="append", default=[], metavar="FOLDER",
                    help="a checkpoint folder that teaches the finalists instead of --teacher (repeatable: several "
                         "teach as one ensemble, the mean of their logits); the finalists are still measured and "
@@ -63,8 +66,8 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     if a.families is not None:  # "resnet,mobilenetv2"; the config names a bad or repeated one under the flag
         a.families = [f.strip() for f in a.families.split(",") if f.strip()]
     cfg = config_from_flags(SearchConfig.quick_config if a.quick else SearchConfig, a,
-                            ("trials", "budget_minutes", "finalists", "min_speedup", "final_epochs", "proxy_epochs",
-                             "proxy_images", "families"))
+                            ("trials", "budget_minutes", "finalists", "min_speedup", "final_epochs", "final_swa_epochs",
+                             "proxy_epochs", "proxy_images", "families"))
     if a.enqueue:
         cfg = cfg.model_copy(update={"enqueue": [_params(j) for j in a.enqueue]})
     if a.final_teacher:
