@@ -50,6 +50,29 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path):
     assert "Pareto front" in (out / "report.html").read_text() or (out / "report.html").stat().st_size > 1000
 
 
+def test_a_joining_worker_samples_its_own_networks_and_a_new_study_is_reproducible(tmp_path):
+    """Workers on one study must not share the sampler's random stream (with one seed, the second worker's
+    NSGA-II repeated every network of the first); the worker that creates a study keeps the seed, so the same
+    command finds the same trials."""
+    from drivecompress.search.nas import SearchConfig, open_study
+
+    cfg = SearchConfig.quick_config()
+
+    def first_draw(study):
+        trial = study.ask()
+        value = trial.suggest_int("x", 0, 10**9)
+        study.tell(trial, [0.5, 1.0, 1.0])
+        return value
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    creator = first_draw(open_study(url, cfg, create=True))
+    assert first_draw(open_study(url, cfg, create=False)) != creator  # a --resume worker
+    assert first_draw(open_study(url, cfg, create=True)) != creator  # one started without --resume, study exists
+    assert first_draw(open_study(f"sqlite:///{tmp_path / 'b.db'}", cfg, create=True)) == creator  # same seed
+    other = first_draw(open_study(f"sqlite:///{tmp_path / 'c.db'}", SearchConfig.quick_config(seed=7), create=True))
+    assert other != creator
+
+
 def _running_sampled_trials(db) -> list[int]:
     """Numbers of RUNNING trials whose architecture is fully sampled, read from the SQLite file read-only: an
     observer opening it through Optuna writes the schema and raced the worker creating it (seen twice in CI)."""
@@ -274,7 +297,8 @@ def test_search_flags_are_checked_by_the_config_and_named(tmp_path, capsys):
             ("--budget-minutes", "0", "--budget-minutes: must be greater than 0 (got 0.0)"),
             ("--min-speedup", "-1", "--min-speedup: must be greater than 0 (got -1.0)"),
             ("--final-epochs", "0", "--final-epochs: must be greater than or equal to 1 (got 0)"),
-            ("--final-swa-epochs", "-1", "--final-swa-epochs: must be greater than or equal to 0 (got -1)")):
+            ("--final-swa-epochs", "-1", "--final-swa-epochs: must be greater than or equal to 0 (got -1)"),
+            ("--seed", "-1", "--seed: must be greater than or equal to 0 (got -1)")):
         assert main(["search", "--out", str(out), flag, value]) == 2
         assert capsys.readouterr().err.strip() == f"drivecompress: error: {expected}"
         assert not out.exists()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 import time
 import warnings
 from pathlib import Path
@@ -61,7 +62,8 @@ class SearchConfig(BaseModel):
     latency_runs: int = Field(300, ge=10)
     heartbeat_seconds: int = Field(30, ge=1)
     grace_seconds: int = Field(90, ge=2)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**31, description="the new study's NSGA-II seed and the proxy's training "
+                      "subset: one command and seed find the same trials; a worker joining a study draws its own")
     quick: bool = False
     families: list[Family] = Field(default_factory=lambda: list(FAMILIES), min_length=1, description=(
         "network families searched; one study keeps its families (Optuna cannot change a parameter's choices "
@@ -197,14 +199,28 @@ def open_study(storage: str, cfg: SearchConfig, create: bool) -> Any:
             if not racing or attempt == 4:
                 raise BadInputError(f"--storage {storage}: cannot open ({str(exc).splitlines()[0][:160]})") from exc
             time.sleep(0.5 * (attempt + 1))
-    sampler = optuna.samplers.NSGAIISampler(seed=cfg.seed, population_size=8 if cfg.quick else 16)
+    sampler = _sampler(cfg, cfg.seed)
     if not create:
         try:
-            return optuna.load_study(study_name=STUDY, storage=store, sampler=sampler)
+            study = optuna.load_study(study_name=STUDY, storage=store, sampler=sampler)
         except KeyError as exc:
             raise BadInputError(f"--storage {storage}: holds no search study to resume") from exc
-    return optuna.create_study(study_name=STUDY, storage=store, sampler=sampler, load_if_exists=True,
-                               directions=["maximize", "minimize", "minimize"])
+    else:
+        study = optuna.create_study(study_name=STUDY, storage=store, sampler=sampler, load_if_exists=True,
+                                    directions=["maximize", "minimize", "minimize"])
+    if not create or study.get_trials(deepcopy=False):
+        # a worker joining a study gets its own random stream: with the study's seed, every worker's NSGA-II
+        # drew the same first generation, so two workers trained each network twice (checked on Optuna 4: a
+        # second worker repeated every trial of the first). The worker that creates the study keeps cfg.seed:
+        # the same command finds the same front (two runs of one command here gave identical trials).
+        study.sampler = _sampler(cfg, int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF)
+    return study
+
+
+def _sampler(cfg: SearchConfig, seed: int) -> Any:
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=8 if cfg.quick else 16)
 
 
 def _check_families(study: Any, cfg: SearchConfig, storage: str) -> None:
