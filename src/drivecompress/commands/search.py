@@ -31,9 +31,9 @@ def _args(p: argparse.ArgumentParser) -> None:
                         "trials: this phase only")
     p.add_argument("--min-speedup", type=float, metavar="X",
                    help="finalists only among candidates at least X times faster (int8) than the teacher's fp32, "
-                        "as re-measured serially after the proxy phase. Leave a margin: the fully trained "
-                        "finalist is measured again later and came out 1%% slower here (10.00x -> 9.91x), so "
-                        "ask 10.3 for a 10x target")
+                        "as re-measured serially after the proxy phase. Leave a margin of a few percent: the "
+                        "fully trained finalist is measured again later (1%% slower here, 10.00x -> 9.91x) and "
+                        "the teacher's own timing moved 2.7%% between two runs")
     p.add_argument("--final-epochs", type=int, metavar="N", help="distillation epochs of a finalist (default 30)")
     p.add_argument("--final-swa-epochs", type=int, metavar="N",
                    help="of those, the last N weight-averaged (default a quarter, at most 8; the shipped searched/ "
