@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-import os
+import secrets
 import time
 import warnings
 from pathlib import Path
@@ -199,21 +199,20 @@ def open_study(storage: str, cfg: SearchConfig, create: bool) -> Any:
             if not racing or attempt == 4:
                 raise BadInputError(f"--storage {storage}: cannot open ({str(exc).splitlines()[0][:160]})") from exc
             time.sleep(0.5 * (attempt + 1))
-    sampler = _sampler(cfg, cfg.seed)
+    # a worker joining a study gets its own random stream: with the study's seed, every worker's NSGA-II drew the
+    # same first generation, so two workers trained each network twice (checked on Optuna 4: a second worker
+    # repeated every trial of the first). The worker that creates the study keeps cfg.seed: the same command
+    # finds the same front (two runs of one command here gave identical trials).
     if not create:
         try:
-            study = optuna.load_study(study_name=STUDY, storage=store, sampler=sampler)
+            study = optuna.load_study(study_name=STUDY, storage=store, sampler=_sampler(cfg, secrets.randbelow(2**31)))
         except KeyError as exc:
             raise BadInputError(f"--storage {storage}: holds no search study to resume") from exc
     else:
-        study = optuna.create_study(study_name=STUDY, storage=store, sampler=sampler, load_if_exists=True,
-                                    directions=["maximize", "minimize", "minimize"])
-    if not create or study.get_trials(deepcopy=False):
-        # a worker joining a study gets its own random stream: with the study's seed, every worker's NSGA-II
-        # drew the same first generation, so two workers trained each network twice (checked on Optuna 4: a
-        # second worker repeated every trial of the first). The worker that creates the study keeps cfg.seed:
-        # the same command finds the same front (two runs of one command here gave identical trials).
-        study.sampler = _sampler(cfg, int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF)
+        study = optuna.create_study(study_name=STUDY, storage=store, sampler=_sampler(cfg, cfg.seed),
+                                    load_if_exists=True, directions=["maximize", "minimize", "minimize"])
+        if study.get_trials(deepcopy=False):  # created by another worker: this one joins it
+            study.sampler = _sampler(cfg, secrets.randbelow(2**31))
     return study
 
 
