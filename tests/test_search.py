@@ -262,11 +262,16 @@ def test_spearman_rank_correlation():
     assert abs(spearman([1, 2, 3, 4], [4, 3, 2, 1]) + 1.0) < 1e-12
     assert abs(spearman([1, 2, 2, 3], [1, 2, 3, 4]) - 0.9486832980505138) < 1e-9  # scipy.stats.spearmanr
     assert spearman([1, 2], [2, 1]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
-    front = [{"trial": 0, "proxy_accuracy": 0.5, "speedup_vs_teacher_fp32": 12.0},
-             {"trial": 1, "proxy_accuracy": 0.7, "speedup_vs_teacher_fp32": 4.0},
-             {"trial": 2, "proxy_accuracy": 0.6, "speedup_vs_teacher_fp32": None}]
+    front = [{"trial": 0, "proxy_accuracy": 0.5, "speedup_vs_teacher_fp32": 12.0, "int8_latency_ms_serial": 0.15},
+             {"trial": 1, "proxy_accuracy": 0.7, "speedup_vs_teacher_fp32": 4.0, "int8_latency_ms_serial": 0.45},
+             {"trial": 2, "proxy_accuracy": 0.6, "speedup_vs_teacher_fp32": None},
+             {"trial": 3, "proxy_accuracy": 0.55, "speedup_vs_teacher_fp32": 9.9, "int8_latency_ms_serial": 0.18}]
     assert [r["trial"] for r in pick_finalists(front, 2, None)] == [1, 2]
     assert [r["trial"] for r in pick_finalists(front, 2, 10.0)] == [0]
+    # a budget in ms: the serial figure decides, a member without one is not fast enough, both limits apply
+    assert [r["trial"] for r in pick_finalists(front, 3, None, 0.18)] == [3, 0]
+    assert [r["trial"] for r in pick_finalists(front, 3, None, 0.5)] == [1, 3, 0]
+    assert [r["trial"] for r in pick_finalists(front, 3, 10.0, 0.18)] == [0]
 
 
 def test_resnet_space_can_put_a_block_at_full_resolution_in_front():
@@ -296,6 +301,7 @@ def test_search_flags_are_checked_by_the_config_and_named(tmp_path, capsys):
             ("--trials", "0", "--trials: must be greater than or equal to 1 (got 0)"),
             ("--budget-minutes", "0", "--budget-minutes: must be greater than 0 (got 0.0)"),
             ("--min-speedup", "-1", "--min-speedup: must be greater than 0 (got -1.0)"),
+            ("--max-latency-ms", "0", "--max-latency-ms: must be greater than 0 (got 0.0)"),
             ("--final-epochs", "0", "--final-epochs: must be greater than or equal to 1 (got 0)"),
             ("--final-swa-epochs", "-1", "--final-swa-epochs: must be greater than or equal to 0 (got -1)"),
             ("--seed", "-1", "--seed: must be greater than or equal to 0 (got -1)")):

@@ -34,6 +34,10 @@ def _args(p: argparse.ArgumentParser) -> None:
                         "as re-measured serially after the proxy phase. Leave a margin of a few percent: the "
                         "fully trained finalist is measured again later (1%% slower here, 10.00x -> 9.91x) and "
                         "the teacher's own timing moved 2.7%% between two runs")
+    p.add_argument("--max-latency-ms", type=float, metavar="MS",
+                   help="finalists only among candidates whose int8 batch-1 latency, as re-measured serially, is at "
+                        "most MS milliseconds (one thread, this machine): a budget that, unlike --min-speedup, does "
+                        "not move with the teacher's own timing. Both may be given")
     p.add_argument("--final-epochs", type=int, metavar="N", help="distillation epochs of a finalist (default 30)")
     p.add_argument("--final-swa-epochs", type=int, metavar="N",
                    help="of those, the last N weight-averaged (default a quarter, at most 8; the shipped searched/ "
@@ -72,8 +76,8 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     if a.families is not None:  # "resnet,mobilenetv2"; the config names a bad or repeated one under the flag
         a.families = [f.strip() for f in a.families.split(",") if f.strip()]
     cfg = config_from_flags(SearchConfig.quick_config if a.quick else SearchConfig, a,
-                            ("trials", "budget_minutes", "finalists", "min_speedup", "final_epochs", "final_swa_epochs",
-                             "proxy_epochs", "proxy_images", "families", "seed"))
+                            ("trials", "budget_minutes", "finalists", "min_speedup", "max_latency_ms", "final_epochs",
+                             "final_swa_epochs", "proxy_epochs", "proxy_images", "families", "seed"))
     if a.enqueue:
         cfg = cfg.model_copy(update={"enqueue": [_params(j) for j in a.enqueue]})
     if a.final_teacher:

@@ -78,6 +78,9 @@ class SearchConfig(BaseModel):
                            "quantized (QAT) and gated like compress; 0: none")
     min_speedup: float | None = Field(None, gt=0, description="finalists only among front members at least "
                                       "this much faster (int8) than the teacher's fp32, re-measured serially")
+    max_latency_ms: float | None = Field(None, gt=0, description="finalists only among front members whose int8 "
+                                         "batch-1 latency, re-measured serially, is at most this (the car's budget "
+                                         "in milliseconds, steadier than a ratio to the teacher's own timing)")
     final_teacher: list[str] = Field(default_factory=list, description=(
         "checkpoint folders that teach the finalists instead of the search's teacher, as one ensemble when "
         "several (their recipes' 'teacher:' key); the finalists are still measured and gated against the teacher"))
