@@ -65,7 +65,11 @@ def test_a_joining_worker_samples_its_own_networks_and_a_new_study_is_reproducib
         return value
 
     url = f"sqlite:///{tmp_path / 'a.db'}"
-    creator = first_draw(open_study(url, cfg, create=True))
+    creator_study = open_study(url, cfg, create=True)
+    # a second worker started together with the creator: the study exists but holds no trial yet
+    together = open_study(url, cfg, create=True)
+    creator = first_draw(creator_study)
+    assert first_draw(together) != creator
     assert first_draw(open_study(url, cfg, create=False)) != creator  # a --resume worker
     assert first_draw(open_study(url, cfg, create=True)) != creator  # one started without --resume, study exists
     assert first_draw(open_study(f"sqlite:///{tmp_path / 'b.db'}", cfg, create=True)) == creator  # same seed

@@ -205,18 +205,21 @@ def open_study(storage: str, cfg: SearchConfig, create: bool) -> Any:
     # a worker joining a study gets its own random stream: with the study's seed, every worker's NSGA-II drew the
     # same first generation, so two workers trained each network twice (checked on Optuna 4: a second worker
     # repeated every trial of the first). The worker that creates the study keeps cfg.seed: the same command
-    # finds the same front (two runs of one command here gave identical trials).
-    if not create:
+    # finds the same front (two runs of one command here gave identical trials). Who created it is decided by
+    # the storage (the study name is unique), not by whether trials exist yet: two workers started together on
+    # a new study both saw it empty and both kept the seed.
+    if create:
         try:
-            study = optuna.load_study(study_name=STUDY, storage=store, sampler=_sampler(cfg, secrets.randbelow(2**31)))
-        except KeyError as exc:
-            raise BadInputError(f"--storage {storage}: holds no search study to resume") from exc
-    else:
-        study = optuna.create_study(study_name=STUDY, storage=store, sampler=_sampler(cfg, cfg.seed),
-                                    load_if_exists=True, directions=["maximize", "minimize", "minimize"])
-        if study.get_trials(deepcopy=False):  # created by another worker: this one joins it
-            study.sampler = _sampler(cfg, secrets.randbelow(2**31))
-    return study
+            study = optuna.create_study(study_name=STUDY, storage=store, sampler=_sampler(cfg, cfg.seed),
+                                        directions=["maximize", "minimize", "minimize"])
+            study.set_user_attr("families", list(cfg.families))  # _check_families holds later workers to them
+            return study
+        except optuna.exceptions.DuplicatedStudyError:
+            pass  # another worker created it first: join it
+    try:
+        return optuna.load_study(study_name=STUDY, storage=store, sampler=_sampler(cfg, secrets.randbelow(2**31)))
+    except KeyError as exc:
+        raise BadInputError(f"--storage {storage}: holds no search study to resume") from exc
 
 
 def _sampler(cfg: SearchConfig, seed: int) -> Any:
@@ -227,9 +230,13 @@ def _sampler(cfg: SearchConfig, seed: int) -> Any:
 
 def _check_families(study: Any, cfg: SearchConfig, storage: str) -> None:
     """A study keeps the families it was created with: a trial that suggests ``family`` from other choices
-    fails inside Optuna. Recorded at creation; a study from before families existed searched both."""
-    had = study.user_attrs.get("families")
-    if had is None and not study.get_trials(deepcopy=False):
+    fails inside Optuna. Recorded by the creator right after creating it (open_study), so a worker that joins
+    an empty study without them waits a moment for them; a study from before families existed searched both."""
+    had, deadline = study.user_attrs.get("families"), time.monotonic() + 5
+    while had is None and not study.get_trials(deepcopy=False) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        had = study.user_attrs.get("families")
+    if had is None and not study.get_trials(deepcopy=False):  # its creator died before writing them
         study.set_user_attr("families", list(cfg.families))
         return
     had = had or list(FAMILIES)
