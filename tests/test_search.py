@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from drivecompress.cli import main
@@ -404,3 +405,40 @@ def test_families_narrow_the_space_and_a_study_keeps_its_families(tmp_path, caps
         assert main(["search", "--out", str(bad), "--quick", *args]) == 2
         err = capsys.readouterr().err.strip()
         assert expected in err and "\n" not in err and not bad.exists()
+
+
+def test_a_worker_joining_an_empty_study_waits_for_its_families(monkeypatch):
+    """A worker started together with the creator may see the study before the creator has recorded its
+    families: it waits for them rather than recording its own (which would let two workers search different
+    families on one study); a study whose creator died before recording them takes the joiner's."""
+    from types import SimpleNamespace
+
+    from drivecompress.errors import BadInputError
+    from drivecompress.search import nas
+
+    monkeypatch.setattr(nas.time, "sleep", lambda s: None)
+
+    class Study:
+        def __init__(self, appear_after):
+            self.reads, self.appear_after, self.written = 0, appear_after, None
+
+        @property
+        def user_attrs(self):
+            self.reads += 1
+            return {"families": ["resnet"]} if self.appear_after is not None and self.reads > self.appear_after else {}
+
+        def get_trials(self, deepcopy=False):
+            return []
+
+        def set_user_attr(self, key, value):
+            self.written = value
+
+    late = Study(appear_after=2)
+    with pytest.raises(BadInputError, match="the study searches families resnet"):
+        nas._check_families(late, SimpleNamespace(families=["resnet", "mobilenetv2"]), "sqlite:///x")
+    assert late.reads == 3 and late.written is None
+    orphan = Study(appear_after=None)
+    clock = iter(range(0, 100, 2))
+    monkeypatch.setattr(nas.time, "monotonic", lambda: next(clock))
+    nas._check_families(orphan, SimpleNamespace(families=["resnet"]), "sqlite:///x")
+    assert orphan.written == ["resnet"]
