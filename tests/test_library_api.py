@@ -89,7 +89,7 @@ def test_residual_adds_stay_float_on_a_users_network_through_cli_and_api(tmp_pat
     assert q_nodes(tmp_path / "api.onnx") != q_nodes(tmp_path / "default.onnx")
 
 
-@pytest.mark.parametrize("recipe", ["prune-structured.yaml", "int8-qat.yaml", "distill-student.yaml"])
+@pytest.mark.parametrize("recipe", ["prune-structured.yaml", "int8-qat.yaml"])
 def test_module_steps_on_onnx_exit_2_naming_the_step(recipe, tmp_path, data, capsys):
     src = _user_onnx(tmp_path, data)
     rc = main(["compress", str(src), "--recipe", str(repo_root() / "recipes" / recipe), "--out", str(tmp_path / "o")])
@@ -175,3 +175,38 @@ def test_rewinding_a_user_networks_sparse_model_keeps_its_zeros(tmp_path, mini_d
     assert sum(int((p == 0).sum()) for p, _ in convs) >= 0.6 * sum(p.numel() for p, _ in convs)
     assert all(bool((r[p == 0] == 0).all()) for p, r in convs)
     assert any(not torch.equal(p, r) for p, r in convs)  # it did train
+
+
+def test_an_onnx_model_teaches_a_new_student_through_onnx_runtime(tmp_path, data, capsys):
+    """A team's model as an .onnx file only: the distill step builds a new student and takes the teacher's
+    logits from ONNX Runtime (the same logits as the module it was exported from), the steps after it work on
+    the student; feature transfer, which needs the teacher's layers, is refused naming the file."""
+    import json
+
+    import torch
+
+    from drivecompress.distill.step import DistillConfig, Distiller, OnnxTeacher
+    from drivecompress.evaluate.predictor import OnnxPredictor, predict_all
+
+    net = make_net("se_group").eval()
+    src = dc.export_onnx(net, tmp_path / "user.onnx", deploy_input(data.test.x[:16])).path
+    x = torch.as_tensor(deploy_input(data.val.x[:8]))
+    with torch.no_grad():
+        assert (OnnxTeacher(src)(x) - net(x)).abs().max().item() < 1e-4
+    out = tmp_path / "run"
+    rc = main(["compress", str(src), "--recipe", str(repo_root() / "recipes" / "distill-student.yaml"), "--out",
+               str(out), "--json", *QUICK, "--set", "steps.0.epochs=1", "--set", "steps.0.train_subset=256",
+               "--set", "steps.1.calibration_images=32"])
+    assert rc in (0, 3), capsys.readouterr().err[-2000:]
+    capsys.readouterr()
+    report = json.loads((out / "report.json").read_text())
+    notes = report["steps"][0]["notes"]
+    onnx_val = float((predict_all(OnnxPredictor(src), data.val.x).argmax(1) == data.val.y).mean())
+    assert notes["teacher_val_accuracy"] == pytest.approx(onnx_val, abs=1e-9)
+    from drivecompress.evaluate.complexity import count_macs
+    from drivecompress.models import build_model
+
+    assert report["final"]["macs"] == count_macs(build_model(notes["student"]), data.input_shape)  # the student
+    with pytest.raises(ValueError, match="user.onnx is an ONNX graph"):
+        Distiller(make_net("se_group"), OnnxTeacher(src), DistillConfig(feature_pairs=[("stem", "stem")]),
+                  torch.device("cpu"), x[:1])

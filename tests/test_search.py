@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -442,3 +443,27 @@ def test_a_worker_joining_an_empty_study_waits_for_its_families(monkeypatch):
     monkeypatch.setattr(nas.time, "monotonic", lambda: next(clock))
     nas._check_families(orphan, SimpleNamespace(families=["resnet"]), "sqlite:///x")
     assert orphan.written == ["resnet"]
+
+
+def test_an_onnx_teacher_is_searched_from_and_is_the_latency_reference(tmp_path, capsys):
+    """``search --teacher model.onnx``: the proxy and the finalists distil from the graph through ONNX Runtime,
+    the front's speed-ups are against that very file (no re-export), and a finalist's run measures and gates
+    against it."""
+    from drivecompress.data.transforms import deploy_input
+    from drivecompress.export.onnx import export_onnx
+
+    from .nets import BranchNet
+
+    src = export_onnx(BranchNet(num_classes=43).eval(), tmp_path / "team.onnx",
+                      deploy_input(np.zeros((4, 32, 32, 3), np.uint8))).path
+    out = tmp_path / "s"
+    assert main(["search", "--out", str(out), "--quick", "--json", "--trials", "2", "--teacher", str(src),
+                 "--finalists", "1"]) == 0, capsys.readouterr().err[-2000:]
+    res = json.loads(capsys.readouterr().out)
+    doc = json.loads((out / "pareto.json").read_text())
+    assert doc["teacher_fp32_latency_ms"] > 0 and not (out / "teacher_fp32.onnx").exists()
+    assert all(r["speedup_vs_teacher_fp32"] > 0 for r in doc["pareto"])
+    (row,) = res["finalists"]
+    run = out / "finalists" / f"{row['trial']:04d}" / "run"
+    assert (run / "baseline.onnx").read_bytes() == src.read_bytes()
+    assert json.loads((run / "report.json").read_text())["steps"][0]["notes"]["student"]["input_norm"]["per_image"]

@@ -14,7 +14,7 @@ the same code. Importing this package registers every recipe step.
 from drivecompress.api import CompressResult, compress, load_model, save_model, unpack
 from drivecompress.core import StepConfig, register_step, step_types
 from drivecompress.data.api import Data
-from drivecompress.distill.step import DistillConfig, TeacherEnsemble
+from drivecompress.distill.step import DistillConfig, OnnxTeacher, TeacherEnsemble
 from drivecompress.distill.student import StudentConfig, distill
 from drivecompress.errors import BadInputError, GateRefusedError
 from drivecompress.export.onnx import export_onnx
@@ -45,6 +45,7 @@ __all__ = [
     "DistillConfig",
     "FinetuneConfig",
     "GateRefusedError",
+    "OnnxTeacher",
     "PTQConfig",
     "PruneConfig",
     "QATConfig",

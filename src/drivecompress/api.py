@@ -69,7 +69,8 @@ def compress(model: ModelLike, recipe: Recipe | dict[str, Any] | str | os.PathLi
 
     Args:
         model: any ``nn.Module`` taking float NCHW images in [0, 1], a checkpoint folder, an ``.onnx`` file
-            (graph-only steps such as ``ptq``), ``"baseline"`` or ``"searched"``.
+            (graph-only steps such as ``ptq``, and ``distill``, whose new student learns from the graph's
+            logits on ONNX Runtime), ``"baseline"`` or ``"searched"``.
         recipe: a YAML path, a dict with the YAML's keys, or a Recipe.
         data: a ``Data`` (``Data.from_arrays``/``from_npz``/``from_folder``) or an npz path.
         resume: continue a killed run in ``out`` from its last completed step.

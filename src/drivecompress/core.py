@@ -26,6 +26,9 @@ class StepConfig(BaseModel):
     name: str | None = None
     #: The technique changes the PyTorch module (pruning, QAT, distillation): an ONNX input cannot take it.
     needs_module: ClassVar[bool] = True
+    #: The step's output is a PyTorch module even from an ONNX input (distillation into a new student), so
+    #: the steps after it can change a module.
+    makes_module: ClassVar[bool] = False
     #: What the step needs, in words, for the error when the input cannot give it.
     needs: ClassVar[str] = "the PyTorch module"
 

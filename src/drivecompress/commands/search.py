@@ -16,7 +16,9 @@ from drivecompress.commands.base import command
          "PostgreSQL URL across hosts); a killed worker's trial is retried. Writes DIR/pareto.json and "
          "DIR/report.html (Pareto front, latencies re-measured serially).")
 def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", default="baseline", help="checkpoint folder, 'baseline' (default) or 'searched'")
+    p.add_argument("--teacher", default="baseline",
+                   help="checkpoint folder, .onnx file (teaches through ONNX Runtime: logits only), 'baseline' "
+                        "(default) or 'searched'")
     p.add_argument("--out", required=True, type=Path, help="search folder (trials, study.db, report)")
     p.add_argument("--trials", type=int, help="finished trials in the study, all workers together (default 40)")
     p.add_argument("--budget-minutes", type=float,
@@ -69,7 +71,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 def _run(a: argparse.Namespace) -> dict[str, Any]:
     from drivecompress.api import as_data, as_model
     from drivecompress.commands.base import config_from_flags
-    from drivecompress.errors import BadInputError
+    from drivecompress.distill.step import teacher_module
     from drivecompress.search.nas import SearchConfig, search
     from drivecompress.utils.device import select_device
 
@@ -82,12 +84,9 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
         cfg = cfg.model_copy(update={"enqueue": [_params(j) for j in a.enqueue]})
     if a.final_teacher:
         cfg = cfg.model_copy(update={"final_teacher": list(a.final_teacher)})
-    teacher = as_model(a.teacher)
-    if teacher.module is None:
-        raise BadInputError(f"--teacher {a.teacher}: must be a checkpoint folder (distillation needs the module)")
     data = as_data(a.data)
-    teacher.check_against(data)
-    doc = search(teacher.module, data, a.out, cfg, storage=a.storage, resume=a.resume, device=select_device(a.device))
+    teacher = teacher_module(as_model(a.teacher).check_against(data))  # an .onnx teaches through ONNX Runtime
+    doc = search(teacher, data, a.out, cfg, storage=a.storage, resume=a.resume, device=select_device(a.device))
     best = max(doc["pareto"], key=lambda r: r["proxy_accuracy"]) if doc["pareto"] else {}
     res = {"report": str(a.out / "report.html"), "trials": doc["trials"], "pareto_size": len(doc["pareto"]),
            "phases_s": doc.get("phases"),

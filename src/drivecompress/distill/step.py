@@ -3,6 +3,7 @@ that sees exactly the student's augmented batch; optional feature transfer throu
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -16,6 +17,8 @@ from drivecompress.distill.losses import (
     missed_weights,
     soft_target_loss,
 )
+from drivecompress.evaluate.loading import LoadedModel
+from drivecompress.evaluate.predictor import OnnxPredictor
 from drivecompress.train.loop import LossFn
 
 
@@ -51,6 +54,26 @@ class TeacherEnsemble(nn.Module):
         return torch.stack([m(x).float() for m in self.members]).mean(dim=0)
 
 
+class OnnxTeacher(nn.Module):
+    """A teacher that is only an ONNX graph (a team's exported model, ``compress model.onnx`` or ``search
+    --teacher model.onnx``): its logits come from ONNX Runtime, so logit distillation needs nothing but the
+    file. It has no weights and no inner modules, so feature transfer cannot name its layers (refused by the
+    Distiller); the batch goes through the CPU whatever the student's device."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.predictor = OnnxPredictor(self.path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.predictor(x.detach().float().cpu().contiguous().numpy())).to(x.device)
+
+
+def teacher_module(loaded: LoadedModel) -> nn.Module:
+    """The module that teaches from a loaded MODEL: its PyTorch module, or its ONNX graph through ONNX Runtime."""
+    return loaded.module if loaded.module is not None else OnnxTeacher(loaded.onnx_path)
+
+
 class _Tap:
     """Keeps the latest output of a module (a forward hook)."""
 
@@ -79,6 +102,10 @@ class Distiller:
         self.cfg, self.student = cfg, student
         s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
         for s_name, t_name in cfg.feature_pairs:
+            if isinstance(teacher, OnnxTeacher):
+                raise ValueError(f"feature pair ({s_name!r}, {t_name!r}): the teacher {teacher.path.name} is an "
+                                 "ONNX graph, whose layers cannot be tapped (give its checkpoint folder, or drop "
+                                 "feature_pairs)")
             if s_name not in s_mods or t_name not in t_mods:
                 raise ValueError(f"feature pair ({s_name!r}, {t_name!r}): no such module in student/teacher")
         if cfg.feature_pairs and example is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn as nn
@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from drivecompress.core import Context, State, StepConfig, register_step
 from drivecompress.data.api import Data
-from drivecompress.distill.step import DistillConfig, Distiller
+from drivecompress.distill.step import DistillConfig, Distiller, OnnxTeacher
 from drivecompress.errors import BadInputError
 from drivecompress.models import build_model, default_spec
 from drivecompress.train.loop import TrainConfig, TrainResult, evaluate_accuracy, fit
@@ -24,6 +24,10 @@ class StudentConfig(DistillConfig, StepConfig):
     """A student from the zoo (``arch`` at ``width``, or a whole ``spec`` such as one an architecture search
     found) trained on the teacher's soft targets; ``mode: none`` trains it with plain cross-entropy (the
     ablation's baseline). ``swa_epochs`` averages the last epochs' weights as the shipped baseline was made."""
+
+    #: builds a new student and needs only the teacher's logits, which an .onnx input gives (OnnxTeacher)
+    needs_module: ClassVar[bool] = False
+    makes_module: ClassVar[bool] = True
 
     arch: str = "mobilenetv2"
     width: float = Field(0.5, gt=0)
@@ -84,18 +88,29 @@ def student_spec(cfg: StudentConfig, teacher: nn.Module, data: Data) -> dict[str
     c = data.input_shape[0]
     if c != 3:
         spec["in_channels"] = c
-    if hasattr(teacher, "spec"):
-        spec["input_norm"] = copy.deepcopy(teacher.spec()["input_norm"])
-    else:
-        spec["input_norm"] = {"mean": [0.5] * c, "std": [0.25] * c, "per_image": True}
+    spec["input_norm"] = student_norm(teacher, c)
     return spec
+
+
+def student_norm(teacher: nn.Module | None, channels: int) -> dict[str, Any]:
+    """A new student's input normalization: a zoo teacher's own, else per-image standardization (for any
+    other teacher, e.g. an ONNX graph whose normalization is hidden inside it)."""
+    if hasattr(teacher, "spec"):
+        return copy.deepcopy(teacher.spec()["input_norm"])
+    return {"mean": [0.5] * channels, "std": [0.25] * channels, "per_image": True}
+
+
+def teacher_of(state: State) -> nn.Module:
+    """The current model as a teacher: its module, else (an .onnx input) its float graph on ONNX Runtime."""
+    return state.module if state.module is not None else OnnxTeacher(state.fp32_onnx)
 
 
 @register_step("distill", StudentConfig)
 def _distill_step(state: State, cfg: StudentConfig, ctx: Context) -> State:
     # The student is laid out for the current model (its input normalization) but learns from the recipe's
     # teacher, like every other distilling step (the input model unless the recipe names one or an ensemble).
-    teacher = ctx.teacher if ctx.teacher is not None else state.module
+    # An .onnx input teaches through ONNX Runtime (its float graph, baseline.onnx): a new student needs only logits.
+    teacher = ctx.teacher if ctx.teacher is not None else teacher_of(state)
     spec = student_spec(cfg, state.module, ctx.data)
     student = build_model(spec)
     result = distill(student, teacher, ctx.data, cfg, device=ctx.device, seed=ctx.seed)

@@ -57,12 +57,13 @@ def check_plan(recipe: Recipe, module: nn.Module | None, source: str) -> None:
     """Refuse, before anything is written, a recipe the input cannot take: a step that needs the PyTorch
     module on an ONNX input, a float-model step after a quantization step, or what a step's own
     ``check_input`` refuses (e.g. a start checkpoint made from another model)."""
-    quantized_at = None
+    quantized_at, made = None, False
     for i, (kind, cfg) in enumerate(recipe.steps):
-        if cfg.needs_module and module is None:
+        if cfg.needs_module and module is None and not made:
             raise BadInputError(f"{source}: step {i} ({kind}) needs {cfg.needs}, but an .onnx input has only the "
                                 "graph (give a checkpoint folder or an nn.Module, or use graph-only steps such as ptq)")
         cfg.check_input(module, f"recipe step {i} ({kind})")
+        made = made or cfg.makes_module
         if quantized_at is not None:
             raise BadInputError(f"recipe step {i} ({kind}): needs a float model, but step {quantized_at} already "
                                 "quantized it")

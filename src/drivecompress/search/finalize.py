@@ -21,6 +21,7 @@ import torch.nn as nn
 import yaml
 
 from drivecompress.data.api import Data
+from drivecompress.distill.step import OnnxTeacher
 from drivecompress.errors import GateRefusedError
 from drivecompress.utils.io import atomic_write_text
 
@@ -119,7 +120,8 @@ def finalize(teacher: nn.Module, data: Data, out: Path, front: list[dict[str, An
             doc = candidate_recipe(cand, cfg)
             atomic_write_text(recipe_path, yaml.safe_dump(doc, sort_keys=False))
             try:
-                rep = run_recipe(as_model(teacher), parse_recipe(doc, str(recipe_path)), data, run_dir,
+                model = as_model(teacher.path if isinstance(teacher, OnnxTeacher) else teacher)
+                rep = run_recipe(model, parse_recipe(doc, str(recipe_path)), data, run_dir,
                                  resume=run_dir.exists(), device=device)
             except GateRefusedError as exc:
                 rep = exc.report

@@ -29,7 +29,8 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from drivecompress.data.api import Data
-from drivecompress.distill.step import DistillConfig, Distiller
+from drivecompress.distill.step import DistillConfig, Distiller, teacher_module
+from drivecompress.distill.student import student_norm
 from drivecompress.errors import BadInputError
 from drivecompress.evaluate.complexity import count_macs
 from drivecompress.evaluate.latency import side_by_side
@@ -141,7 +142,8 @@ def proxy_train(spec: dict[str, Any], teacher: nn.Module, data: Data, cfg: Searc
 class _Objective:
     def __init__(self, teacher: nn.Module, data: Data, out: Path, cfg: SearchConfig, device: torch.device) -> None:
         self.teacher, self.data, self.out, self.cfg, self.device = teacher, data, out, cfg, device
-        self.norm = teacher.spec().get("input_norm") if hasattr(teacher, "spec") else None
+        # the finalists' recipes give their students this normalization too (distill/student.py student_spec)
+        self.norm = student_norm(teacher, data.input_shape[0])
         # Optuna's timeout is checked only between trials; a full-size proxy trial takes minutes, so the
         # budget is also checked after every proxy epoch (see after_epoch)
         self.deadline = time.monotonic() + cfg.budget_minutes * 60 if cfg.budget_minutes else None
@@ -245,17 +247,24 @@ def _check_families(study: Any, cfg: SearchConfig, storage: str) -> None:
                             f"resume must search the same (got {', '.join(cfg.families)})")
 
 
-def search(teacher: nn.Module, data: Data, out: str | Path, cfg: SearchConfig | None = None, *,
+def search(teacher: nn.Module | str | Path, data: Data, out: str | Path, cfg: SearchConfig | None = None, *,
            storage: str | None = None, resume: bool = False, device: torch.device | None = None) -> dict[str, Any]:
     """Run (or join) the architecture search; returns the Pareto front re-measured serially, written to
     ``out/pareto.json`` and ``out/report.html``. With ``cfg.finalists`` the best candidates are then trained
     fully, quantized and gated (``search/finalize.py``); a study that already has ``cfg.trials`` finished
-    trials goes straight to that phase (``--resume --finalists K`` after the workers are done)."""
+    trials goes straight to that phase (``--resume --finalists K`` after the workers are done).
+
+    ``teacher``: a module, or a MODEL (checkpoint folder, ``.onnx`` file, ``"baseline"``): an ONNX graph
+    teaches through ONNX Runtime (logits only) and is the latency reference as it is."""
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
     cfg = cfg or SearchConfig()
+    if not isinstance(teacher, nn.Module):
+        from drivecompress.api import as_model
+
+        teacher = teacher_module(as_model(teacher).check_against(data))
     check_enqueued(cfg.enqueue, cfg.quick, cfg.families)  # before anything is written
     if cfg.final_teacher:  # refused now, not after hours of proxy trials
         from drivecompress.pipeline.runner import load_teachers

@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from drivecompress.data.api import Data
 from drivecompress.data.transforms import deploy_input
+from drivecompress.distill.step import OnnxTeacher
 from drivecompress.evaluate.latency import side_by_side
 from drivecompress.export.onnx import export_onnx
 from drivecompress.utils.io import atomic_write_json
@@ -55,7 +56,9 @@ def summarize(study: Any, out: Path, data: Data, cfg: SearchConfig, seconds: flo
     front = sorted(study.best_trials, key=lambda t: t.values[1])
     paths = {f"{t.number:04d}": out / "trials" / f"{t.number:04d}" / "int8.onnx" for t in front}
     paths = {k: p for k, p in paths.items() if p.exists()}
-    if paths and teacher is not None:
+    if paths and isinstance(teacher, OnnxTeacher):  # the user's own graph is the reference, as it is
+        paths["teacher"] = teacher.path
+    elif paths and teacher is not None:
         paths["teacher"] = export_onnx(teacher, out / "teacher_fp32.onnx", deploy_input(data.val.x[:32])).path
     t0 = time.perf_counter()
     again = side_by_side(paths, data.input_shape, runs=cfg.latency_runs) if paths else {}
