@@ -210,3 +210,27 @@ def test_an_onnx_model_teaches_a_new_student_through_onnx_runtime(tmp_path, data
     with pytest.raises(ValueError, match="user.onnx is an ONNX graph"):
         Distiller(make_net("se_group"), OnnxTeacher(src), DistillConfig(feature_pairs=[("stem", "stem")]),
                   torch.device("cpu"), x[:1])
+
+
+def test_a_recipe_teacher_may_be_an_onnx_file(tmp_path, data):
+    """The recipe's ``teacher`` (and ``search --final-teacher``) takes .onnx files too, alone or in an ensemble;
+    the file's bytes are the teacher's identity for --resume; a graph for other classes is refused naming the
+    key."""
+    import torch
+
+    from drivecompress.distill.step import OnnxTeacher
+    from drivecompress.pipeline.runner import load_teachers
+    from drivecompress.train.checkpoint import weights_sha256
+
+    a = _user_onnx(tmp_path, data)
+    b = dc.export_onnx(make_net("se_group", seed=1), tmp_path / "b.onnx", deploy_input(data.test.x[:16])).path
+    one = load_teachers(str(a), None, data)
+    both = load_teachers([str(a), str(b)], None, data)
+    x = torch.as_tensor(deploy_input(data.val.x[:4]))
+    with torch.no_grad():
+        mean = (OnnxTeacher(a)(x) + OnnxTeacher(b)(x)) / 2
+        assert isinstance(one, OnnxTeacher) and torch.allclose(both(x), mean, atol=1e-6)
+    assert weights_sha256(one) != weights_sha256(load_teachers(str(b), None, data))
+    ten = dc.export_onnx(make_net("branch", num_classes=10), tmp_path / "ten.onnx", deploy_input(data.test.x[:4])).path
+    with pytest.raises(dc.BadInputError, match=r"recipe key 'teacher' \(.*ten.onnx\): .*10 classes"):
+        load_teachers(str(ten), None, data)

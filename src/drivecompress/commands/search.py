@@ -45,7 +45,8 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="of those, the last N weight-averaged (default a quarter, at most 8; the shipped searched/ "
                         "averaged 24 of 120)")
     p.add_argument("--final-teacher", action="append", default=[], metavar="FOLDER",
-                   help="a checkpoint folder that teaches the finalists instead of --teacher (repeatable: several "
+                   help="a checkpoint folder or .onnx file that teaches the finalists instead of --teacher "
+                        "(repeatable: several "
                         "teach as one ensemble, the mean of their logits); the finalists are still measured and "
                         "gated against --teacher")
     p.add_argument("--proxy-epochs", type=int, metavar="N",

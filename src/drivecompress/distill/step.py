@@ -3,6 +3,7 @@ that sees exactly the student's augmented batch; optional feature transfer throu
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -64,6 +65,9 @@ class OnnxTeacher(nn.Module):
         super().__init__()
         self.path = Path(path)
         self.predictor = OnnxPredictor(self.path)
+        # the file's identity as its only "weights": a resumed run that names this teacher checks them
+        digest = hashlib.sha256(self.path.read_bytes()).digest()
+        self.register_buffer("graph_sha256", torch.tensor(list(digest), dtype=torch.uint8), persistent=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.predictor(x.detach().float().cpu().contiguous().numpy())).to(x.device)

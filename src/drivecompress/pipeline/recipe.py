@@ -58,9 +58,10 @@ class Recipe(BaseModel):
     description: str = ""
     seed: int = 0
     teacher: str | list[str] | None = Field(
-        None, description="checkpoint folder (model.json + model.safetensors) of the distillation teacher of every "
-        "step that distills (default: the input model), e.g. a larger or unsmoothed model; a list of folders "
-        "teaches as one ensemble (the mean of their logits). The gate still compares with the input model")
+        None, description="checkpoint folder (model.json + model.safetensors) or .onnx file (logits from ONNX "
+        "Runtime) of the distillation teacher of every step that distills (default: the input model), e.g. a "
+        "larger or unsmoothed model; a list teaches as one ensemble (the mean of their logits). The gate still "
+        "compares with the input model")
     budgets: Budgets = Budgets()
     targets: Targets = Targets()
     evaluation: Evaluation = Evaluation()
@@ -70,7 +71,7 @@ class Recipe(BaseModel):
     @classmethod
     def _teachers(cls, v: str | list[str] | None) -> str | list[str] | None:
         if isinstance(v, list) and not v:
-            raise ValueError("an empty list; give one or more checkpoint folders, or leave it out")
+            raise ValueError("an empty list; give one or more checkpoint folders or .onnx files, or leave it out")
         return v
 
     def resolved(self) -> dict[str, Any]:

@@ -32,12 +32,12 @@ from drivecompress.core import Context, State, lookup
 from drivecompress.data.api import Data
 from drivecompress.data.gtsrb import repo_path
 from drivecompress.data.transforms import deploy_input
-from drivecompress.distill.step import TeacherEnsemble
+from drivecompress.distill.step import TeacherEnsemble, teacher_module
 from drivecompress.errors import BadInputError, GateRefusedError
 from drivecompress.evaluate.compare import measure_onnx, ratios, speed_verdict
 from drivecompress.evaluate.complexity import count_macs, count_params, onnx_macs
 from drivecompress.evaluate.latency import SpeedConfig, ratio_stability, side_by_side
-from drivecompress.evaluate.loading import LoadedModel
+from drivecompress.evaluate.loading import LoadedModel, load_model_arg
 from drivecompress.evaluate.machine import machine_info
 from drivecompress.evaluate.predictor import OnnxPredictor
 from drivecompress.evaluate.robustness import RobustnessConfig, robustness_report
@@ -112,6 +112,11 @@ def load_teachers(names: str | list[str], template: nn.Module | None, data: Data
 def _one_teacher(name: str, template: nn.Module | None, data: Data, label: str) -> nn.Module:
     folder = repo_path(name)
     where = f"{label} ({name})"
+    if folder.suffix.lower() == ".onnx" and folder.is_file():  # a graph teaches through ONNX Runtime
+        try:
+            return teacher_module(load_model_arg(folder).check_against(data))
+        except BadInputError as exc:
+            raise BadInputError(f"{where}: {exc}") from exc
     if not (folder / "model.json").is_file():
         raise BadInputError(f"{where}: {folder}: no checkpoint there (model.json missing)")
     try:
