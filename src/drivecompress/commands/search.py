@@ -44,11 +44,10 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--final-swa-epochs", type=int, metavar="N",
                    help="of those, the last N weight-averaged (default a quarter, at most 8; the shipped searched/ "
                         "averaged 24 of 120)")
-    p.add_argument("--final-teacher", action="append", default=[], metavar="FOLDER",
+    p.add_argument("--final-teacher", action="append", default=[], metavar="MODEL",
                    help="a checkpoint folder or .onnx file that teaches the finalists instead of --teacher "
-                        "(repeatable: several "
-                        "teach as one ensemble, the mean of their logits); the finalists are still measured and "
-                        "gated against --teacher")
+                        "(repeatable: several teach as one ensemble, the mean of their logits); the finalists are "
+                        "still measured and gated against --teacher")
     p.add_argument("--proxy-epochs", type=int, metavar="N",
                    help="proxy training epochs per trial (default 3; 6 with --proxy-images 12000 ranked two fully "
                    "trained students correctly where 3 did not, at about 4x the time: README)")

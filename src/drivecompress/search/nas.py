@@ -83,8 +83,9 @@ class SearchConfig(BaseModel):
                                          "batch-1 latency, re-measured serially, is at most this (the car's budget "
                                          "in milliseconds, steadier than a ratio to the teacher's own timing)")
     final_teacher: list[str] = Field(default_factory=list, description=(
-        "checkpoint folders that teach the finalists instead of the search's teacher, as one ensemble when "
-        "several (their recipes' 'teacher:' key); the finalists are still measured and gated against the teacher"))
+        "checkpoint folders or .onnx files that teach the finalists instead of the search's teacher, as one "
+        "ensemble when several (their recipes' 'teacher:' key); the finalists are still measured and gated against "
+        "the teacher"))
     final_epochs: int = Field(30, ge=1, description="distillation epochs of a finalist")
     final_swa_epochs: int = Field(8, ge=0, description="of which the last N are weight-averaged")
     final_qat_epochs: int = Field(2, ge=1)
