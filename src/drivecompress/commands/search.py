@@ -69,9 +69,8 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @_args.bind
 def _run(a: argparse.Namespace) -> dict[str, Any]:
-    from drivecompress.api import as_data, as_model
+    from drivecompress.api import as_data
     from drivecompress.commands.base import config_from_flags
-    from drivecompress.distill.step import teacher_module
     from drivecompress.search.nas import SearchConfig, search
     from drivecompress.utils.device import select_device
 
@@ -84,9 +83,9 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
         cfg = cfg.model_copy(update={"enqueue": [_params(j) for j in a.enqueue]})
     if a.final_teacher:
         cfg = cfg.model_copy(update={"final_teacher": list(a.final_teacher)})
-    data = as_data(a.data)
-    teacher = teacher_module(as_model(a.teacher).check_against(data))  # an .onnx teaches through ONNX Runtime
-    doc = search(teacher, data, a.out, cfg, storage=a.storage, resume=a.resume, device=select_device(a.device))
+    # search() loads and checks the MODEL itself (an .onnx teaches through ONNX Runtime), as for an API caller
+    doc = search(a.teacher, as_data(a.data), a.out, cfg, storage=a.storage, resume=a.resume,
+                 device=select_device(a.device))
     best = max(doc["pareto"], key=lambda r: r["proxy_accuracy"]) if doc["pareto"] else {}
     res = {"report": str(a.out / "report.html"), "trials": doc["trials"], "pareto_size": len(doc["pareto"]),
            "phases_s": doc.get("phases"),
