@@ -467,3 +467,42 @@ def test_an_onnx_teacher_is_searched_from_and_is_the_latency_reference(tmp_path,
     run = out / "finalists" / f"{row['trial']:04d}" / "run"
     assert (run / "baseline.onnx").read_bytes() == src.read_bytes()
     assert json.loads((run / "report.json").read_text())["steps"][0]["notes"]["student"]["input_norm"]["per_image"]
+
+
+def test_max_latency_ms_screens_networks_untrained_and_they_do_not_count_as_trials(tmp_path, capsys, monkeypatch):
+    """With a latency budget a sampled network is quantized and timed before training: one over the budget is
+    pruned at once (marked ``screened_ms``, no proxy epoch, not one of ``--trials``); one within is trained and
+    keeps its untrained timing. A budget no network meets stops after SCREEN_CAP x trials samples, warned.
+    The timing is faked by folder (screening times in a scratch folder) so that which networks pass is known."""
+    from drivecompress.search import nas
+
+    timed = []
+
+    def fake(paths, *a, **k):
+        path = str(paths["int8"])
+        screening = "drivecompress-screen-" in path
+        timed.append(screening)
+        slow = screening and (slow_always or sum(timed) % 2 == 1)  # odd screenings are slow
+        return {"int8": {"latency_ms_p50": 5.0 if slow else 0.5}}
+
+    monkeypatch.setattr(nas, "side_by_side", fake)
+    slow_always = False
+    out = tmp_path / "s"
+    assert main(["search", "--out", str(out), "--quick", "--json", "--trials", "3", "--max-latency-ms", "1"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    trials = _study(out).trials
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    screened = [t for t in trials if t.state == TrialState.PRUNED]
+    assert len(done) == 3 and len(screened) == 3
+    assert all(t.user_attrs["screened_ms"] == 5.0 and "train_seconds" not in t.user_attrs for t in screened)
+    assert all(t.user_attrs["untrained_int8_latency_ms"] == 0.5 and "screened_ms" not in t.user_attrs for t in done)
+    assert doc["trials"] == {"complete": 3, "pruned": 3, "screened_by_latency": 3}
+    assert not (out / "trials" / f"{screened[0].number:04d}").exists()
+
+    slow_always = True
+    never = tmp_path / "never"
+    with pytest.warns(UserWarning, match="--max-latency-ms 1.0: 20 sampled networks were slower"):
+        assert main(["search", "--out", str(never), "--quick", "--json", "--trials", "2", "--max-latency-ms", "1"]) == 0
+    capsys.readouterr()
+    trials = _study(never).trials
+    assert len(trials) == nas.SCREEN_CAP * 2 and all("screened_ms" in t.user_attrs for t in trials)

@@ -76,7 +76,11 @@ def summarize(study: Any, out: Path, data: Data, cfg: SearchConfig, seconds: flo
              "int8_bytes": int(t.values[2]), "macs": t.user_attrs.get("macs"), "spec": t.user_attrs.get("spec"),
              "retried_from": t.system_attrs.get("failed_trial")} for t in front]
     states = [t.state for t in study.trials]
-    doc = {"trials": {s.name.lower(): states.count(s) for s in TrialState if states.count(s)},
+    counts = {s.name.lower(): states.count(s) for s in TrialState if states.count(s)}
+    screened = sum(1 for t in study.trials if "screened_ms" in t.user_attrs)
+    if screened:  # pruned before training, by --max-latency-ms: seconds each, not among the trials asked for
+        counts["screened_by_latency"] = screened
+    doc = {"trials": counts,
            "families": study.user_attrs.get("families") or list(cfg.families),
            "worker_seconds": round(seconds, 1), "phases": phases, "teacher_fp32_latency_ms": ref,
            "latency_trial_vs_serial": _latency_error(rows), "pareto": rows}
