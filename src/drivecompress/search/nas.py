@@ -195,20 +195,29 @@ class _Objective:
         network over ``max_latency_ms`` is pruned in seconds instead of after minutes of proxy training (14 of
         the 19 networks runs/search3h trained were over its 10x budget). Marked ``screened_ms``: it does not
         count as one of ``trials``."""
-        import tempfile
-
         import optuna
 
-        with tempfile.TemporaryDirectory(prefix="drivecompress-screen-") as tmp:
-            int8 = Path(tmp) / "int8.onnx"
-            quantize(build_model(copy.deepcopy(spec)).eval(), self.data, int8,
-                     PTQConfig(calibration_images=min(self.cfg.calibration_images, 32)), seed=self.cfg.seed + 1)
-            lat = float(side_by_side({"int8": int8}, self.data.input_shape, runs=self.cfg.latency_runs, rounds=1,
-                                     warmup=10)["int8"]["latency_ms_p50"])
+        lat = untrained_latency(spec, self.data, self.cfg)
         trial.set_user_attr("untrained_int8_latency_ms", round(lat, 4))
         if lat > self.cfg.max_latency_ms * (1 + SCREEN_MARGIN):
             trial.set_user_attr("screened_ms", round(lat, 4))
             raise optuna.TrialPruned(f"int8 {lat:.3f} ms untrained, over --max-latency-ms {self.cfg.max_latency_ms}")
+
+
+def untrained_latency(spec: dict[str, Any], data: Data, cfg: SearchConfig, keep: Path | None = None) -> float:
+    """Int8 batch-1 p50 (ms) of the network ``spec`` before any training, timed as a trial times its trained
+    network; public so that benchmarks/bench_screen.py can check it against the trained networks' timings.
+    ``keep``: also save the int8 graph there."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="drivecompress-screen-") as tmp:
+        int8 = Path(tmp) / "int8.onnx"
+        quantize(build_model(copy.deepcopy(spec)).eval(), data, int8,
+                 PTQConfig(calibration_images=min(cfg.calibration_images, 32)), seed=cfg.seed + 1)
+        lat = side_by_side({"int8": int8}, data.input_shape, runs=cfg.latency_runs, rounds=1, warmup=10)
+        if keep is not None:
+            keep.write_bytes(int8.read_bytes())
+    return float(lat["int8"]["latency_ms_p50"])
 
 
 def trained_trials(study: Any) -> tuple[int, int]:
