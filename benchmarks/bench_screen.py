@@ -1,15 +1,18 @@
 """Can a network be screened by latency before it is trained? Untrained int8 timings against the trained ones.
 
-    python benchmarks/bench_screen.py [--study runs/search3h] [--budget-ms 0.18] [--out runs/bench_screen]
+    python benchmarks/bench_screen.py [--study runs/search3h] [--budget-ms 0.18] [--repeats 3] [--out DIR]
 
 ``search --max-latency-ms`` quantizes and times every sampled network *untrained* and prunes it, untrained, when
 it is over the budget by more than ``SCREEN_MARGIN``. That is right only if an int8 graph's latency does not
-depend on its weights. This script takes a finished search's trained trials (their ``trials/NNNN/int8.onnx``,
-calibrated on the trained weights), screens each trial's network exactly as the search does (and times the
-screen itself), then times every trained and untrained graph again side by side in interleaved rounds, and
-prints per network: the trained graph's p50, the screen's p50, the untrained graph's p50 in the same rounds,
-and whether the screen's decision at ``--budget-ms`` agrees with the trained network's serial timing.
-Run it with nothing else running.
+depend on its weights, and only if one screen timing is steady enough. The search times every graph against a
+fixed reference int8 graph (search/meter.py: per-round ratio x the reference's quiet latency). This script takes a
+finished search's trained trials (their ``trials/NNNN/int8.onnx``), screens each trial's network ``--repeats``
+times exactly as the search does, then times every trained and untrained graph and the reference again side by
+side in ``--rounds`` interleaved rounds. Per network it prints the trained graph's latency (raw p50, and as the
+search counts it: ratio to the reference x quiet latency), the untrained graph's in the same rounds, and the
+screens' error against the trained figure both ways: the search's reference-based figure and the screen's raw
+p50 (what the screen used before the reference), with how often the screen at ``--budget-ms`` pruned a network
+whose trained latency is within it. Run it with nothing else running.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from _common import print_table, save_results
 
 from drivecompress.data.api import Data
 from drivecompress.evaluate.latency import side_by_side
-from drivecompress.search.nas import SCREEN_MARGIN, SearchConfig, untrained_latency
+from drivecompress.search.meter import ReferenceMeter, untrained_latency
+from drivecompress.search.nas import SCREEN_MARGIN, SearchConfig
 
 
 def main() -> int:
@@ -32,7 +36,8 @@ def main() -> int:
     ap.add_argument("--study", type=Path, default=Path("runs/search3h"), help="a search's --out folder")
     ap.add_argument("--budget-ms", type=float, default=0.18, help="the screening budget checked (default 0.18: "
                     "10x against this machine's 1.84-1.89 ms fp32 baseline)")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds of the side-by-side timing")
+    ap.add_argument("--repeats", type=int, default=3, help="screens of every network (their spread is the noise)")
     ap.add_argument("--data")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_screen"))
     a = ap.parse_args()
@@ -50,41 +55,62 @@ def main() -> int:
     data = Data.from_npz(a.data)
     cfg = SearchConfig()
     a.out.mkdir(parents=True, exist_ok=True)
-    screen, paths = {}, {}
-    for t in trials:
-        key = f"{t.number:04d}"
-        t0 = time.perf_counter()
-        screen[key] = (untrained_latency(t.user_attrs["spec"], data, cfg, keep=a.out / f"{key}_untrained.onnx"),
-                       time.perf_counter() - t0)
-        paths[f"{key} trained"] = a.study / "trials" / key / "int8.onnx"
-        paths[f"{key} untrained"] = a.out / f"{key}_untrained.onnx"
-    again = side_by_side(paths, data.input_shape, runs=cfg.latency_runs, rounds=a.rounds)
+    meter = ReferenceMeter(data, cfg.latency_runs, a.out, trials[0].user_attrs["spec"].get("input_norm"))
+    screens: dict[str, list[tuple[float, float, float]]] = {}
+    paths = {"reference": meter.path}
+    for rep in range(a.repeats):
+        for t in trials:
+            key = f"{t.number:04d}"
+            t0 = time.perf_counter()
+            lat = untrained_latency(t.user_attrs["spec"], data, meter, cfg.calibration_images,
+                                    keep=a.out / f"{key}_untrained.onnx" if rep == 0 else None)
+            screens.setdefault(key, []).append((lat["ms"], lat["raw_ms"], time.perf_counter() - t0))
+            paths[f"{key} trained"] = a.study / "trials" / key / "int8.onnx"
+            paths[f"{key} untrained"] = a.out / f"{key}_untrained.onnx"
+    again = side_by_side(paths, data.input_shape, runs=cfg.latency_runs * a.rounds // 5, rounds=a.rounds)
+    ref = again["reference"]["round_medians_ms"]
+    quiet = min(meter.quiet_ms, *ref)
+
+    def as_search(name: str) -> float:  # the search's figure: median per-round ratio x the quiet latency
+        return statistics.median(x / r for x, r in zip(again[name]["round_medians_ms"], ref, strict=True)) * quiet
+
     limit = a.budget_ms * (1 + SCREEN_MARGIN)
     rows = []
     for t in trials:
         key = f"{t.number:04d}"
-        trained, untrained = again[f"{key} trained"]["latency_ms_p50"], again[f"{key} untrained"]["latency_ms_p50"]
-        lat, secs = screen[key]
+        raw, untrained = again[f"{key} trained"]["latency_ms_p50"], again[f"{key} untrained"]["latency_ms_p50"]
+        trained = as_search(f"{key} trained")
+        est = [e for e, _, _ in screens[key]]
         rows.append({"trial": t.number, "macs": t.user_attrs.get("macs"), "trial_int8_ms": t.values[1],
-                     "trained_ms": trained, "untrained_ms": untrained, "screen_ms": lat, "screen_s": round(secs, 2),
-                     "untrained_vs_trained_pct": round(100 * (untrained / trained - 1), 2),
-                     "screen_vs_trained_pct": round(100 * (lat / trained - 1), 2),
-                     "screened_out": lat > limit, "trained_within_budget": trained <= a.budget_ms})
+                     "trained_raw_ms": raw, "trained_ms": trained, "untrained_raw_ms": untrained,
+                     "untrained_vs_trained_pct": round(100 * (untrained / raw - 1), 2),
+                     "screen_ms": est, "screen_raw_ms": [r for _, r, _ in screens[key]],
+                     "screen_s": round(statistics.median(s for _, _, s in screens[key]), 2),
+                     "screen_err_pct": [round(100 * (e / trained - 1), 1) for e in est],
+                     "screen_raw_err_pct": [round(100 * (r / raw - 1), 1) for _, r, _ in screens[key]],
+                     "screened_out": sum(e > limit for e in est), "trained_within_budget": trained <= a.budget_ms})
     rows.sort(key=lambda r: r["trained_ms"])
-    cells = [[str(r["trial"]), f"{r['macs'] / 1e6:.1f}", f"{r['trained_ms']:.3f}", f"{r['untrained_ms']:.3f}",
-              f"{r['untrained_vs_trained_pct']:+.1f}%", f"{r['screen_ms']:.3f}", f"{r['screen_vs_trained_pct']:+.1f}%",
-              f"{r['screen_s']:.1f}", "pruned" if r["screened_out"] else "trained",
-              "yes" if r["trained_within_budget"] else "no"] for r in rows]
-    print_table(f"Latency screen of {a.study} ({len(rows)} trained networks; budget {a.budget_ms} ms, pruned above "
-                f"{limit:.3f} ms)", ["trial", "MMACs", "trained p50 ms", "untrained p50 ms", "diff", "screen p50 ms",
-                                     "diff", "screen s", "screen says", f"trained <= {a.budget_ms} ms"], cells)
+
+    def span(xs: list[float]) -> str:
+        return f"{min(xs):+.0f}..{max(xs):+.0f}%"
+
+    cells = [[str(r["trial"]), f"{r['macs'] / 1e6:.1f}", f"{r['trained_raw_ms']:.3f}", f"{r['trained_ms']:.3f}",
+              f"{r['untrained_vs_trained_pct']:+.1f}%", f"{statistics.median(r['screen_ms']):.3f}",
+              span(r["screen_err_pct"]), span(r["screen_raw_err_pct"]), f"{r['screen_s']:.1f}",
+              f"{r['screened_out']}/{a.repeats}", "yes" if r["trained_within_budget"] else "no"] for r in rows]
+    print_table(f"Latency screen of {a.study} ({len(rows)} trained networks x {a.repeats} screens; budget "
+                f"{a.budget_ms} ms, pruned above {limit:.3f} ms; reference quiet {quiet:.3f} ms)",
+                ["trial", "MMACs", "trained p50 ms", "trained ms (vs ref)", "untrained diff", "screen ms (vs ref)",
+                 "screen err", "raw screen err", "screen s", "pruned", f"trained <= {a.budget_ms} ms"], cells)
     lost = [r["trial"] for r in rows if r["screened_out"] and r["trained_within_budget"]]
     diffs = [abs(r["untrained_vs_trained_pct"]) for r in rows]
-    sdiffs = [abs(r["screen_vs_trained_pct"]) for r in rows]
+    errs = [abs(e) for r in rows for e in r["screen_err_pct"]]
+    raws = [abs(e) for r in rows for e in r["screen_raw_err_pct"]]
     print(f"untrained vs trained, same rounds: median |diff| {statistics.median(diffs):.1f}%, max {max(diffs):.1f}%; "
-          f"screen vs trained: median {statistics.median(sdiffs):.1f}%, max {max(sdiffs):.1f}%; screen time median "
-          f"{statistics.median(r['screen_s'] for r in rows):.1f} s; networks within the budget the screen would "
-          f"have pruned: {lost or 'none'}; pruned: {sum(r['screened_out'] for r in rows)} of {len(rows)}")
+          f"screen (vs reference) vs trained: median |err| {statistics.median(errs):.1f}%, max {max(errs):.1f}%; "
+          f"raw screen p50 vs trained p50: median {statistics.median(raws):.1f}%, max {max(raws):.1f}%; screen "
+          f"time median {statistics.median(r['screen_s'] for r in rows):.1f} s; networks within the budget a "
+          f"screen pruned: {lost or 'none'}")
     save_results(a.out, rows)
     return 0
 

@@ -474,18 +474,20 @@ def test_max_latency_ms_screens_networks_untrained_and_they_do_not_count_as_tria
     pruned at once (marked ``screened_ms``, no proxy epoch, not one of ``--trials``); one within is trained and
     keeps its untrained timing. A budget no network meets stops after SCREEN_CAP x trials samples, warned.
     The timing is faked by folder (screening times in a scratch folder) so that which networks pass is known."""
-    from drivecompress.search import nas
+    from drivecompress.search import meter, nas
 
     timed = []
 
-    def fake(paths, *a, **k):
-        path = str(paths["int8"])
-        screening = "drivecompress-screen-" in path
-        timed.append(screening)
-        slow = screening and (slow_always or sum(timed) % 2 == 1)  # odd screenings are slow
-        return {"int8": {"latency_ms_p50": 5.0 if slow else 0.5}}
+    def fake(paths, *a, rounds=5, **k):
+        out = {"reference": {"latency_ms_p50": 1.0, "round_medians_ms": [1.0] * rounds}}
+        if "int8" in paths:
+            screening = "drivecompress-screen-" in str(paths["int8"])
+            timed.append(screening)
+            ms = 5.0 if screening and (slow_always or sum(timed) % 2 == 1) else 0.5  # odd screenings are slow
+            out["int8"] = {"latency_ms_p50": ms, "round_medians_ms": [ms] * rounds}
+        return out
 
-    monkeypatch.setattr(nas, "side_by_side", fake)
+    monkeypatch.setattr(meter, "side_by_side", fake)
     slow_always = False
     out = tmp_path / "s"
     assert main(["search", "--out", str(out), "--quick", "--json", "--trials", "3", "--max-latency-ms", "1"]) == 0
@@ -506,3 +508,32 @@ def test_max_latency_ms_screens_networks_untrained_and_they_do_not_count_as_tria
     capsys.readouterr()
     trials = _study(never).trials
     assert len(trials) == nas.SCREEN_CAP * 2 and all("screened_ms" in t.user_attrs for t in trials)
+
+
+def test_the_reference_meter_cancels_a_machine_that_slows_down(tmp_path, mini_data, monkeypatch):
+    """A network's latency is its per-round ratio to the reference int8 graph times the reference's quiet
+    latency: when the whole machine runs 1.5x slower the figure stays; a quieter reference round lowers the
+    quiet latency for every later figure. The reference graph is real (quantized, same in every call)."""
+    from drivecompress.evaluate.predictor import OnnxPredictor
+    from drivecompress.search import meter
+
+    slow = {"factor": 1.0, "ref": None}
+
+    def fake(paths, *a, rounds=5, **k):
+        f = slow["factor"]
+        out = {"reference": {"latency_ms_p50": f, "round_medians_ms": slow["ref"] or [f] * rounds}}
+        if "int8" in paths:
+            out["int8"] = {"latency_ms_p50": 0.4 * f, "round_medians_ms": [0.4 * f] * rounds}
+        return out
+
+    monkeypatch.setattr(meter, "side_by_side", fake)
+    m = meter.ReferenceMeter(mini_data, runs=20, folder=tmp_path)
+    first = m.path.read_bytes()
+    assert OnnxPredictor(m.path).input_shape == mini_data.input_shape and m.quiet_ms == 1.0
+    assert meter.ReferenceMeter(mini_data, runs=20, folder=tmp_path).path.read_bytes() == first
+    slow["factor"] = 1.5
+    lat = m(tmp_path / "any.onnx")
+    assert lat["ms"] == pytest.approx(0.4) and lat["raw_ms"] == pytest.approx(0.6)
+    assert lat["ratio"] == pytest.approx(0.4)
+    slow["ref"] = [1.5, 0.8, 1.5, 1.5, 1.5]  # one quiet round of the reference
+    assert m(tmp_path / "any.onnx")["reference_quiet_ms"] == 0.8 and m.quiet_ms == 0.8

@@ -11,7 +11,9 @@ Workers: every ``drivecompress search`` process pointed at the same storage is a
 (an SQLite file on one host, a PostgreSQL/MySQL URL across hosts); Optuna hands out distinct trials. The
 storage records heartbeats: a killed worker's trial goes stale, is failed after the grace period and re-queued
 with the same parameters (``RetryFailedTrialCallback``), so no sampled architecture is lost. Trial latencies
-taken while other workers train are noisy; the Pareto set is re-measured serially at the end.
+taken while other workers train are noisy, and one graph's timing drifts by tens of percent within minutes on a
+shared VM: each network is timed against a fixed reference int8 graph in the same rounds (search/meter.py), and
+the Pareto set is re-measured serially at the end.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from drivecompress.distill.step import DistillConfig, Distiller, teacher_module
 from drivecompress.distill.student import student_norm
 from drivecompress.errors import BadInputError
 from drivecompress.evaluate.complexity import count_macs
-from drivecompress.evaluate.latency import side_by_side
 from drivecompress.models import build_model
 from drivecompress.quant.ptq import PTQConfig
 from drivecompress.quant.quantize import quantize
+from drivecompress.search.meter import ReferenceMeter, untrained_latency
 from drivecompress.search.space import FAMILIES, Family, check_enqueued, sample_spec
 from drivecompress.search.summary import previous_doc, study_span, summarize, write_html
 from drivecompress.train.loop import TrainConfig, fit
@@ -124,9 +126,9 @@ class SearchConfig(BaseModel):
                       "final_qat_epochs": 1, "final_train_subset": 256, "final_test_subset": 300, **kw})
 
 
-# A screened network is timed once, untrained, in a short loop; timed again serially it may come out a few
-# percent faster (trial vs serial: median 0.3%, max 0.7% here). Networks this far over the budget are kept and
-# trained; the finalist pick applies the exact budget.
+# A screened network is timed once, untrained, against the reference (search/meter.py), whose ratio still moved
+# by up to 8-17% between measurements on the AVX2 VM. Networks this far over the budget are kept and trained; the
+# finalist pick applies the exact budget.
 SCREEN_MARGIN = 0.10
 SCREEN_CAP = 10
 
@@ -157,6 +159,7 @@ class _Objective:
         # Optuna's timeout is checked only between trials; a full-size proxy trial takes minutes, so the
         # budget is also checked after every proxy epoch (see after_epoch)
         self.deadline = time.monotonic() + cfg.budget_minutes * 60 if cfg.budget_minutes else None
+        self.meter = ReferenceMeter(data, cfg.latency_runs, out, self.norm, seed=cfg.seed)
 
     def __call__(self, trial: Any) -> tuple[float, float, float]:
         import optuna
@@ -185,10 +188,10 @@ class _Objective:
         int8 = folder / "int8.onnx"
         quantize(model, self.data, int8, PTQConfig(calibration_images=self.cfg.calibration_images),
                  seed=self.cfg.seed + 1)
-        lat = side_by_side({"int8": int8}, self.data.input_shape, runs=self.cfg.latency_runs, rounds=1,
-                           warmup=10)["int8"]["latency_ms_p50"]
+        lat = self.meter(int8)
+        _record(trial, "int8", lat)
         trial.set_user_attr("train_seconds", round(time.perf_counter() - t0, 1))
-        return accuracy, float(lat), float(int8.stat().st_size)
+        return accuracy, float(lat["ms"]), float(int8.stat().st_size)
 
     def _screen(self, trial: Any, spec: dict[str, Any]) -> None:
         """Time the network int8 before training it: latency depends on the graph, not on the weights, so a
@@ -197,27 +200,21 @@ class _Objective:
         count as one of ``trials``."""
         import optuna
 
-        lat = untrained_latency(spec, self.data, self.cfg)
-        trial.set_user_attr("untrained_int8_latency_ms", round(lat, 4))
-        if lat > self.cfg.max_latency_ms * (1 + SCREEN_MARGIN):
-            trial.set_user_attr("screened_ms", round(lat, 4))
-            raise optuna.TrialPruned(f"int8 {lat:.3f} ms untrained, over --max-latency-ms {self.cfg.max_latency_ms}")
+        lat = untrained_latency(spec, self.data, self.meter, self.cfg.calibration_images, seed=self.cfg.seed + 1)
+        _record(trial, "untrained_int8", lat)
+        if lat["ms"] > self.cfg.max_latency_ms * (1 + SCREEN_MARGIN):
+            trial.set_user_attr("screened_ms", round(lat["ms"], 4))
+            raise optuna.TrialPruned(f"int8 {lat['ms']:.3f} ms untrained, over --max-latency-ms "
+                                     f"{self.cfg.max_latency_ms}")
 
 
-def untrained_latency(spec: dict[str, Any], data: Data, cfg: SearchConfig, keep: Path | None = None) -> float:
-    """Int8 batch-1 p50 (ms) of the network ``spec`` before any training, timed as a trial times its trained
-    network; public so that benchmarks/bench_screen.py can check it against the trained networks' timings.
-    ``keep``: also save the int8 graph there."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="drivecompress-screen-") as tmp:
-        int8 = Path(tmp) / "int8.onnx"
-        quantize(build_model(copy.deepcopy(spec)).eval(), data, int8,
-                 PTQConfig(calibration_images=min(cfg.calibration_images, 32)), seed=cfg.seed + 1)
-        lat = side_by_side({"int8": int8}, data.input_shape, runs=cfg.latency_runs, rounds=1, warmup=10)
-        if keep is not None:
-            keep.write_bytes(int8.read_bytes())
-    return float(lat["int8"]["latency_ms_p50"])
+def _record(trial: Any, prefix: str, lat: dict[str, float]) -> None:
+    """The latency the search uses and what it came from (the graph's own p50, its ratio to the reference and
+    the reference's quiet latency at the time), so that a surprising figure can be traced."""
+    trial.set_user_attr(f"{prefix}_latency_ms", round(lat["ms"], 4))
+    trial.set_user_attr(f"{prefix}_latency_ms_raw", round(lat["raw_ms"], 4))
+    trial.set_user_attr(f"{prefix}_reference_ratio", round(lat["ratio"], 4))
+    trial.set_user_attr("reference_quiet_ms", round(lat["reference_quiet_ms"], 4))
 
 
 def trained_trials(study: Any) -> tuple[int, int]:

@@ -72,6 +72,7 @@ def summarize(study: Any, out: Path, data: Data, cfg: SearchConfig, seconds: flo
 
     rows = [{"trial": t.number, "proxy_accuracy": t.values[0], "int8_latency_ms": t.values[1],
              "int8_latency_ms_serial": again.get(f"{t.number:04d}", {}).get("latency_ms_p50"),
+             "int8_latency_ms_raw": t.user_attrs.get("int8_latency_ms_raw"),  # before the reference (meter.py)
              "speedup_vs_teacher_fp32": speedup(t),
              "int8_bytes": int(t.values[2]), "macs": t.user_attrs.get("macs"), "spec": t.user_attrs.get("spec"),
              "retried_from": t.system_attrs.get("failed_trial")} for t in front]
