@@ -37,11 +37,13 @@ def _args(p: argparse.ArgumentParser) -> None:
                         "fully trained finalist is measured again later (1%% slower here, 10.00x -> 9.91x) and "
                         "the teacher's own timing moved 2.7%% between two runs")
     p.add_argument("--max-latency-ms", type=float, metavar="MS",
-                   help="the latency budget, int8 batch-1, one thread, this machine: a sampled network is timed "
-                        "untrained first and not trained if over MS by more than 10%% (seconds instead of minutes "
-                        "per such network; they do not count toward --trials), and finalists are only candidates "
-                        "at most MS as re-measured serially. Unlike --min-speedup it does not move with the "
-                        "teacher's own timing. Both may be given")
+                   help="the latency budget, int8 batch-1, one thread, this machine, on a quiet machine (every "
+                        "network is timed against a fixed reference int8 graph in the same rounds and counted as "
+                        "that ratio x the reference's quietest timing; DIR/latency_reference.onnx): a sampled "
+                        "network is timed untrained first and not trained if over MS by more than 10%% (seconds "
+                        "instead of minutes per such network; they do not count toward --trials), and finalists "
+                        "are only candidates at most MS as re-measured serially. Unlike --min-speedup it does not "
+                        "move with the teacher's own timing. Both may be given")
     p.add_argument("--final-epochs", type=int, metavar="N", help="distillation epochs of a finalist (default 30)")
     p.add_argument("--final-swa-epochs", type=int, metavar="N",
                    help="of those, the last N weight-averaged (default a quarter, at most 8; the shipped searched/ "

@@ -82,8 +82,9 @@ class SearchConfig(BaseModel):
     min_speedup: float | None = Field(None, gt=0, description="finalists only among front members at least "
                                       "this much faster (int8) than the teacher's fp32, re-measured serially")
     max_latency_ms: float | None = Field(None, gt=0, description="the car's budget in milliseconds (steadier than a "
-                                         "ratio to the teacher's own timing): a sampled network is timed untrained "
-                                         "first and not trained when over it by more than SCREEN_MARGIN; finalists "
+                                         "ratio to the teacher's own timing), on a quiet machine (search/meter.py): "
+                                         "a sampled network is timed untrained first and not trained when over it "
+                                         "by more than SCREEN_MARGIN; finalists "
                                          "only among front members whose int8 batch-1 latency, re-measured "
                                          "serially, is at most this")
     final_teacher: list[str] = Field(default_factory=list, description=(
