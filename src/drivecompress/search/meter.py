@@ -1,12 +1,13 @@
 """The search's int8 latency: each network timed against a fixed reference int8 graph in the same rounds.
 
 On the 2-core AVX2 VM one int8 graph's batch-1 p50 moved by 30-50% within minutes (trial 80 of a search timed
-0.19 ms, then 0.33 ms two minutes later; the teacher's fp32 graph 2.67 ms in one search, 3.96 ms in the
-next). A single timing then decides nothing: a latency screen at 10% over the budget pruned a network that was
-within it. The *ratio* of a graph to another int8 graph of similar size, timed in interleaved rounds, moved by
-8-17% over the same minutes (to the teacher's fp32 graph: 25-35%; fp32 and int8 kernels do not slow down
-alike). So a network's latency is its median per-round ratio to the reference times the reference's quiet
-latency: the lowest round median this worker has seen of it (the machine's speed when nothing slowed it).
+0.19 ms, then 0.29-0.33 ms a few minutes later; the teacher's fp32 graph 2.67 ms in one search, 3.96 ms in
+the next). A single timing then decides little: re-screened at 10% over the budget, a network within it was
+pruned (README, "Latency screen"). The *ratio* of a graph to another int8 graph of similar size, timed in
+interleaved rounds, moved by 8-17% over the same minutes (to the teacher's fp32 graph: 25-35%; fp32 and int8
+kernels do not slow down alike). So a network's latency is its median per-round ratio to the reference times
+the reference's quiet latency: the lowest round median this worker has seen of it (the machine's speed when
+nothing slowed it).
 """
 
 from __future__ import annotations
