@@ -27,7 +27,7 @@ from _common import print_table, save_results
 
 from drivecompress.data.api import Data
 from drivecompress.evaluate.latency import side_by_side
-from drivecompress.search.meter import ReferenceMeter, untrained_latency
+from drivecompress.search.meter import ReferenceMeter, reference_ratio, untrained_latency
 from drivecompress.search.nas import SCREEN_MARGIN, SearchConfig
 
 
@@ -71,15 +71,12 @@ def main() -> int:
     ref = again["reference"]["round_medians_ms"]
     quiet = min(meter.quiet_ms, *ref)
 
-    def as_search(name: str) -> float:  # the search's figure: median per-round ratio x the quiet latency
-        return statistics.median(x / r for x, r in zip(again[name]["round_medians_ms"], ref, strict=True)) * quiet
-
     limit = a.budget_ms * (1 + SCREEN_MARGIN)
     rows = []
     for t in trials:
         key = f"{t.number:04d}"
         raw, untrained = again[f"{key} trained"]["latency_ms_p50"], again[f"{key} untrained"]["latency_ms_p50"]
-        trained = as_search(f"{key} trained")
+        trained = reference_ratio(again, f"{key} trained") * quiet  # as the search counts it
         est = [e for e, _, _ in screens[key]]
         rows.append({"trial": t.number, "macs": t.user_attrs.get("macs"), "trial_int8_ms": t.values[1],
                      "trained_raw_ms": raw, "trained_ms": trained, "untrained_raw_ms": untrained,

@@ -28,6 +28,13 @@ from drivecompress.quant.ptq import PTQConfig
 from drivecompress.quant.quantize import quantize
 
 
+def reference_ratio(sbs: dict[str, dict[str, Any]], key: str, ref: str = "reference") -> float:
+    """Median per-round ratio of ``key`` to the reference in one side-by-side measurement (``side_by_side``):
+    the figure that survives the machine changing speed between rounds."""
+    mine, base = sbs[key]["round_medians_ms"], sbs[ref]["round_medians_ms"]
+    return statistics.median(a / b for a, b in zip(mine, base, strict=True))
+
+
 def reference_spec(num_classes: int, input_norm: dict[str, Any] | None = None) -> dict[str, Any]:
     """The shipped student's layout (recipes/student.yaml: stem 16, then 48 / 64 / 96 channels, one basic block
     each, stride 2 at every stage): inside the search space and about as fast as the networks near a 10x
@@ -69,9 +76,8 @@ class ReferenceMeter:
         ``raw_ms``: its own p50 in this measurement; ``ratio``: median per-round ratio to the reference."""
         sbs = side_by_side({"int8": path, "reference": self.path}, self.data.input_shape, runs=self.runs,
                            rounds=self.ROUNDS, warmup=30)
-        mine, ref = sbs["int8"]["round_medians_ms"], sbs["reference"]["round_medians_ms"]
-        ratio = statistics.median(a / b for a, b in zip(mine, ref, strict=True))
-        self.quiet_ms = min(self.quiet_ms, *ref)
+        ratio = reference_ratio(sbs, "int8")
+        self.quiet_ms = min(self.quiet_ms, *sbs["reference"]["round_medians_ms"])
         return {"ms": ratio * self.quiet_ms, "raw_ms": float(sbs["int8"]["latency_ms_p50"]), "ratio": ratio,
                 "reference_quiet_ms": self.quiet_ms}
 

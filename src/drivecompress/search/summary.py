@@ -17,6 +17,7 @@ from drivecompress.data.transforms import deploy_input
 from drivecompress.distill.step import OnnxTeacher
 from drivecompress.evaluate.latency import side_by_side
 from drivecompress.export.onnx import export_onnx
+from drivecompress.search.meter import reference_ratio
 from drivecompress.utils.io import atomic_write_json
 
 if TYPE_CHECKING:
@@ -102,9 +103,7 @@ def _steady(again: dict[str, dict[str, Any]], key: str) -> float | None:
         return None
     if "reference" not in again:
         return again[key]["latency_ms_p50"]
-    ref = again["reference"]["round_medians_ms"]
-    ratio = statistics.median(a / b for a, b in zip(again[key]["round_medians_ms"], ref, strict=True))
-    return round(ratio * min(ref), 5)
+    return round(reference_ratio(again, key) * min(again["reference"]["round_medians_ms"]), 5)
 
 
 def _latency_error(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
