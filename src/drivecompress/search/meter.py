@@ -71,11 +71,11 @@ class ReferenceMeter:
                              warmup=30)["reference"]
         self.quiet_ms = min(alone["round_medians_ms"])
 
-    def __call__(self, path: Path) -> dict[str, float]:
+    def __call__(self, path: Path, rounds: int | None = None) -> dict[str, float]:
         """``ms``: the graph's latency on the quiet machine (ratio x the reference's quiet latency);
         ``raw_ms``: its own p50 in this measurement; ``ratio``: median per-round ratio to the reference."""
         sbs = side_by_side({"int8": path, "reference": self.path}, self.data.input_shape, runs=self.runs,
-                           rounds=self.ROUNDS, warmup=30)
+                           rounds=rounds or self.ROUNDS, warmup=30)
         ratio = reference_ratio(sbs, "int8")
         self.quiet_ms = min(self.quiet_ms, *sbs["reference"]["round_medians_ms"])
         return {"ms": ratio * self.quiet_ms, "raw_ms": float(sbs["int8"]["latency_ms_p50"]), "ratio": ratio,
@@ -83,15 +83,25 @@ class ReferenceMeter:
 
 
 def untrained_latency(spec: dict[str, Any], data: Data, meter: ReferenceMeter, calibration_images: int = 32,
-                      seed: int = 1, keep: Path | None = None) -> dict[str, float]:
+                      seed: int = 1, keep: Path | None = None, confirm_over: float | None = None) -> dict[str, float]:
     """The network ``spec`` before any training, quantized and timed by ``meter`` as a trial times its trained
     network (an int8 graph's latency depends on the graph, not on its weights: within 4% side by side, README);
-    public so that benchmarks/bench_screen.py can check it. ``keep``: also save the int8 graph there."""
+    public so that benchmarks/bench_screen.py can check it. ``keep``: also save the int8 graph there.
+
+    ``confirm_over``: a first timing above this is timed again in twice the rounds and the lower figure kept
+    (``first_ms`` is the first), so that one slow spell cannot prune a network within budget: one screen in 39
+    was 35% over its trained latency on the AVX2 VM (README, "Reference graph"); a network truly over the budget
+    costs one more second."""
     with tempfile.TemporaryDirectory(prefix="drivecompress-screen-") as tmp:
         int8 = Path(tmp) / "int8.onnx"
         quantize(build_model(copy.deepcopy(spec)).eval(), data, int8,
                  PTQConfig(calibration_images=min(calibration_images, 32)), seed=seed)
         lat = meter(int8)
+        lat["first_ms"] = lat["ms"]
+        if confirm_over is not None and lat["ms"] > confirm_over:
+            again = meter(int8, rounds=2 * meter.ROUNDS)
+            if again["ms"] < lat["ms"]:
+                lat = {**again, "first_ms": lat["ms"]}
         if keep is not None:
             keep.write_bytes(int8.read_bytes())
     return lat

@@ -127,9 +127,10 @@ class SearchConfig(BaseModel):
                       "final_qat_epochs": 1, "final_train_subset": 256, "final_test_subset": 300, **kw})
 
 
-# A screened network is timed once, untrained, against the reference (search/meter.py), whose ratio still moved
-# by up to 8-17% between measurements on the AVX2 VM. Networks this far over the budget are kept and trained; the
-# finalist pick applies the exact budget.
+# A screened network is timed untrained against the reference (search/meter.py), whose ratio still moved by up
+# to 8-17% between measurements on the AVX2 VM (and once 35%): a first timing over the margin is timed again
+# before the network is pruned. Networks this far over the budget are kept and trained; the finalist pick
+# applies the exact budget.
 SCREEN_MARGIN = 0.10
 SCREEN_CAP = 10
 
@@ -201,9 +202,13 @@ class _Objective:
         count as one of ``trials``."""
         import optuna
 
-        lat = untrained_latency(spec, self.data, self.meter, self.cfg.calibration_images, seed=self.cfg.seed + 1)
+        limit = self.cfg.max_latency_ms * (1 + SCREEN_MARGIN)
+        lat = untrained_latency(spec, self.data, self.meter, self.cfg.calibration_images, seed=self.cfg.seed + 1,
+                                confirm_over=limit)
         _record(trial, "untrained_int8", lat)
-        if lat["ms"] > self.cfg.max_latency_ms * (1 + SCREEN_MARGIN):
+        if lat["first_ms"] != lat["ms"] or lat["first_ms"] > limit:
+            trial.set_user_attr("untrained_int8_first_latency_ms", round(lat["first_ms"], 4))
+        if lat["ms"] > limit:
             trial.set_user_attr("screened_ms", round(lat["ms"], 4))
             raise optuna.TrialPruned(f"int8 {lat['ms']:.3f} ms untrained, over --max-latency-ms "
                                      f"{self.cfg.max_latency_ms}")
