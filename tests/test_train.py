@@ -142,3 +142,24 @@ def test_a_strided_1x1_conv_with_few_input_channels_is_trained_in_nchw(splits):
     seen.clear()
     fit(wide, train, val, cfg, torch.device("cpu"), loss_fn=loss_fn)
     assert seen == [True, True]
+
+
+def test_progress_without_a_terminal_writes_a_start_line_epoch_lines_and_heartbeats(capsys, monkeypatch):
+    """In a log (no terminal) a long epoch is not silent: a line at the start, a heartbeat with the step and
+    running loss every HEARTBEAT_SECONDS inside an epoch, and one line per epoch."""
+    from drivecompress.train.progress import TrainProgress
+
+    monkeypatch.setattr(TrainProgress, "HEARTBEAT_SECONDS", 0.0)
+    with TrainProgress("finalist 35", epochs=2, steps_per_epoch=2) as bar:
+        for _ in range(2):
+            bar.advance(loss=1.5, acc=0.25)
+            bar.advance(loss=1.25, acc=0.5)
+            bar.end_epoch(0.75)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("finalist 35:")]
+    assert lines == ["finalist 35: 2 epochs x 2 steps",
+                     "finalist 35: epoch 1/2 step 1/2 loss 1.500 acc 0.250",
+                     "finalist 35: epoch 1/2 step 2/2 loss 1.250 acc 0.500",
+                     "finalist 35: epoch 1/2 val_acc 0.7500",
+                     "finalist 35: epoch 2/2 step 1/2 loss 1.500 acc 0.250",
+                     "finalist 35: epoch 2/2 step 2/2 loss 1.250 acc 0.500",
+                     "finalist 35: epoch 2/2 val_acc 0.7500"]
