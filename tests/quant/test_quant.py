@@ -79,6 +79,16 @@ def test_quantizer_chatter_is_quieted_without_changing_the_callers_logging(fp32_
         root.setLevel(before)
 
 
+def test_histogram_calibrator_prints_nothing_and_logs_at_debug(fp32_onnx, calib, tmp_path, capfd, caplog):
+    """ORT's histogram calibrators print two lines per call on stdout (a hundred lines in a search's log): kept at
+    DEBUG, neither on stdout (--json) nor on stderr."""
+    with caplog.at_level(logging.DEBUG, logger="drivecompress.quant.ptq"):
+        quantize_ptq(fp32_onnx, tmp_path / "q.onnx", calib, PTQConfig(calibration="percentile", calibration_images=16))
+    out, err = capfd.readouterr()
+    assert "histogram bins" not in out + err
+    assert any("Number of histogram bins" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+
+
 def test_calibration_method_changes_activation_ranges(fp32_onnx, calib, tmp_path):
     mm = quantize_ptq(fp32_onnx, tmp_path / "mm.onnx", calib, PTQConfig(calibration="minmax", calibration_images=64))
     pc = quantize_ptq(fp32_onnx, tmp_path / "pc.onnx", calib,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import io
 import logging
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,9 +171,13 @@ def quantize_ptq(
             extra["CalibPercentile"] = cfg.percentile
 
         def write(tmp_out: Path) -> None:
-            # ORT's histogram calibrators print progress on stdout; keep stdout for --json results only.
-            with contextlib.redirect_stdout(sys.stderr):
+            # ORT's histogram calibrators print their bin count and percentile on stdout at every call (two
+            # lines per network, a hundred in one search's log; stdout is for --json results): kept at DEBUG.
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
                 _quantize(tmp_out)
+            if printed.getvalue().strip():
+                logging.getLogger(__name__).debug("onnxruntime calibrator: %s", printed.getvalue().strip())
 
         def _quantize(tmp_out: Path) -> None:
             quantize_static(
