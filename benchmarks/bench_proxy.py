@@ -1,6 +1,7 @@
 """Is the architecture search's proxy honest? Its accuracy against full training, on networks trained fully.
 
     python benchmarks/bench_proxy.py [--teacher baseline] [--candidate NAME=CHECKPOINT ...] [--seeds 2]
+                                     [--trained NAME=RECIPE.yaml@ACCURACY ...]
                                      [--proxy-epochs 3] [--proxy-images 6000] [--out runs/bench_proxy]
 
 The search ranks networks by a short distilled training (``search/nas.py``'s ``proxy_train``: a few epochs on
@@ -9,11 +10,15 @@ second. Full trainings cost about an hour each here, so instead of waiting for a
 script takes networks that *were* trained fully (their checkpoints), measures each one's test accuracy, runs
 the proxy from scratch on its architecture (``--seeds`` times: the proxy's own noise), and prints both with the
 Spearman rank correlation. The default candidates are the fully trained networks on this machine.
+``--trained`` adds a network whose checkpoint is gone but whose full training is on record: its architecture
+is the recipe's distill step's ``spec`` (with the teacher's input normalization, as the recipe's run gave it),
+its test accuracy the one given.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -22,9 +27,12 @@ from pathlib import Path
 from _common import print_table, save_results
 
 from drivecompress.data.api import Data
+from drivecompress.distill.student import student_spec
+from drivecompress.errors import BadInputError
 from drivecompress.evaluate.complexity import count_macs
 from drivecompress.evaluate.loading import load_model_arg
-from drivecompress.models import spec_of
+from drivecompress.models import build_model, spec_of
+from drivecompress.pipeline.recipe import load_recipe
 from drivecompress.search.finalize import spearman
 from drivecompress.search.nas import SearchConfig, proxy_train
 from drivecompress.train.loop import evaluate_accuracy
@@ -42,27 +50,44 @@ def main() -> int:
     ap.add_argument("--teacher", default="baseline", help="the proxy's distillation teacher (default: baseline)")
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=CHECKPOINT",
                     help="a fully trained network (repeatable; default: the three trained on this machine)")
+    ap.add_argument("--trained", action="append", default=[], metavar="NAME=RECIPE.yaml@ACCURACY",
+                    help="a network trained fully elsewhere: its recipe's distill spec and its test accuracy "
+                    "(e.g. 0.9660); repeatable")
     ap.add_argument("--seeds", type=int, default=2, help="proxy runs per candidate (different seeds)")
     ap.add_argument("--proxy-epochs", type=int, default=SearchConfig().proxy_epochs)
     ap.add_argument("--proxy-images", type=int, default=SearchConfig().proxy_images)
     ap.add_argument("--data")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_proxy"))
     a = ap.parse_args()
-    pairs = dict(c.split("=", 1) for c in a.candidate if "=" in c) if a.candidate else DEFAULT_CANDIDATES
+    pairs = dict(c.split("=", 1) for c in a.candidate if "=" in c) if a.candidate or a.trained else \
+        DEFAULT_CANDIDATES
     if a.candidate and len(pairs) != len(a.candidate):
         print("bench_proxy: --candidate takes NAME=CHECKPOINT", file=sys.stderr)
         return 2
     data = Data.from_npz(a.data)
     teacher = load_model_arg(a.teacher).module
     dev = select_device(None)
-    rows = []
+    networks: list[tuple[str, str, dict, float]] = []  # name, source, spec, full-training test accuracy
     for name, path in pairs.items():
         model = load_model_arg(path).module
         if model is None:
             print(f"bench_proxy: {path}: needs a PyTorch checkpoint (its architecture is retrained)", file=sys.stderr)
             return 2
-        full = evaluate_accuracy(model, data.test, dev)
-        spec = spec_of(model)
+        networks.append((name, path, spec_of(model), evaluate_accuracy(model, data.test, dev)))
+    for item in a.trained:
+        name, _, rest = item.partition("=")
+        recipe, _, acc = rest.rpartition("@")
+        try:
+            full = float(acc)
+            step = next(c for _, c in load_recipe(recipe).steps if getattr(c, "spec", None))
+        except (ValueError, StopIteration, BadInputError) as exc:
+            print(f"bench_proxy: --trained {item}: needs NAME=RECIPE.yaml@ACCURACY with a distill step's spec "
+                  f"({exc or 'no spec'})", file=sys.stderr)
+            return 2
+        networks.append((name, recipe, student_spec(step, teacher, data), full))
+    rows = []
+    for name, path, spec, full in networks:
+        model = build_model(copy.deepcopy(spec))
         proxies, seconds = [], []
         for seed in range(a.seeds):
             cfg = SearchConfig(proxy_epochs=a.proxy_epochs, proxy_images=a.proxy_images, seed=seed)
