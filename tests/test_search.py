@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -451,7 +452,8 @@ def test_a_worker_joining_an_empty_study_waits_for_its_families(monkeypatch):
 def test_an_onnx_teacher_is_searched_from_and_is_the_latency_reference(tmp_path, capsys):
     """``search --teacher model.onnx``: the proxy and the finalists distil from the graph through ONNX Runtime,
     the front's speed-ups are against that very file (no re-export), and a finalist's run measures and gates
-    against it."""
+    against it. With ``--max-latency-ms`` the screen and the reference graph take the students' per-image
+    normalization (an ONNX teacher's own is hidden in its graph)."""
     from drivecompress.data.transforms import deploy_input
     from drivecompress.export.onnx import export_onnx
 
@@ -461,8 +463,13 @@ def test_an_onnx_teacher_is_searched_from_and_is_the_latency_reference(tmp_path,
                       deploy_input(np.zeros((4, 32, 32, 3), np.uint8))).path
     out = tmp_path / "s"
     assert main(["search", "--out", str(out), "--quick", "--json", "--trials", "2", "--teacher", str(src),
-                 "--finalists", "1"]) == 0, capsys.readouterr().err[-2000:]
+                 "--finalists", "1", "--max-latency-ms", "1000"]) == 0, capsys.readouterr().err[-2000:]
     res = json.loads(capsys.readouterr().out)
+    trials = _study(out).trials
+    assert all(t.user_attrs["untrained_int8_latency_ms"] > 0 and t.user_attrs["spec"]["input_norm"]["per_image"]
+               for t in trials)
+    ref = onnx.load(str(out / "latency_reference.onnx"))
+    assert ref.graph.output[0].type.tensor_type.shape.dim[1].dim_value == 43
     doc = json.loads((out / "pareto.json").read_text())
     assert doc["teacher_fp32_latency_ms"] > 0 and not (out / "teacher_fp32.onnx").exists()
     assert all(r["speedup_vs_teacher_fp32"] > 0 for r in doc["pareto"])
