@@ -7,9 +7,11 @@ so a model whose channels were physically removed saves and reloads from its spe
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any, Protocol
 
+import torch
 import torch.nn as nn
 
 from drivecompress.errors import BadInputError
@@ -48,13 +50,18 @@ def default_spec(arch: str, width_mult: float = 1.0, num_classes: int = 43, **kw
     return _REGISTRY[arch].default_spec(width_mult=width_mult, num_classes=num_classes, **kw)
 
 
-def build_model(spec: dict[str, Any]) -> nn.Module:
-    """Build a model from its spec; unknown families or malformed specs raise BadInputError."""
+def build_model(spec: dict[str, Any], seed: int | None = None) -> nn.Module:
+    """Build a model from its spec; unknown families or malformed specs raise BadInputError. ``seed``: initial
+    weights from that seed, leaving the global generator as it was (the same network whatever the process drew
+    before: the search's proxy and its latency reference)."""
     arch = spec.get("arch") if isinstance(spec, dict) else None
     if arch not in _REGISTRY:
         raise BadInputError(f"model spec: unknown arch {arch!r} (available: {', '.join(available_models())})")
     try:
-        model = _REGISTRY[arch](copy.deepcopy(spec))
+        with torch.random.fork_rng() if seed is not None else contextlib.nullcontext():
+            if seed is not None:
+                torch.manual_seed(seed)
+            model = _REGISTRY[arch](copy.deepcopy(spec))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: torch on negative widths
         raise BadInputError(f"model spec for '{arch}' is malformed: {str(exc).splitlines()[0]}") from exc
     unknown = _unknown_keys(spec, model.spec(), "") - {"in_channels"}

@@ -176,8 +176,8 @@ def quantize_ptq(
             printed = io.StringIO()
             with contextlib.redirect_stdout(printed):
                 _quantize(tmp_out)
-            if printed.getvalue().strip():
-                logging.getLogger(__name__).debug("onnxruntime calibrator: %s", printed.getvalue().strip())
+            if text := printed.getvalue().strip():
+                logging.getLogger(__name__).debug("onnxruntime calibrator: %s", text)
 
         def _quantize(tmp_out: Path) -> None:
             quantize_static(

@@ -19,8 +19,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from drivecompress.data.api import Data
 from drivecompress.evaluate.latency import side_by_side
 from drivecompress.models import build_model
@@ -56,9 +54,8 @@ class ReferenceMeter:
         self.data, self.runs = data, runs
         self.path = Path(folder) / "latency_reference.onnx"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with torch.random.fork_rng():  # the same reference graph in every worker and every call
-            torch.manual_seed(seed)
-            model = build_model(reference_spec(data.num_classes, input_norm)).eval()
+        # the same reference graph in every worker and every call
+        model = build_model(reference_spec(data.num_classes, input_norm), seed=seed).eval()
         # workers sharing the folder each write their own file and move it into place (same graph, whole file)
         fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=self.path.parent)
         os.close(fd)

@@ -145,9 +145,7 @@ def proxy_train(spec: dict[str, Any], teacher: nn.Module, data: Data, cfg: Searc
     The initial weights come from ``cfg.seed`` too (``fit`` seeds only the subset, batch order and
     augmentation): built from whatever the process had drawn before, the same network and seed scored 61.75%
     in a search and 64.05% in bench_proxy, a 2-3 point spread on top of the seed-to-seed one."""
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        model = build_model(copy.deepcopy(spec))
+    model = build_model(spec, seed=cfg.seed)
     tc = TrainConfig(epochs=cfg.proxy_epochs, lr=0.05, schedule="cosine", warmup_frac=0.0, batch_size=128,
                      seed=cfg.seed, label_smoothing=0.0)
     dist = Distiller(model, teacher, DistillConfig(temperature=4.0, alpha=0.9), device, data.example_input())
@@ -212,7 +210,7 @@ class _Objective:
         lat = untrained_latency(spec, self.data, self.meter, self.cfg.calibration_images, seed=self.cfg.seed + 1,
                                 confirm_over=limit)
         _record(trial, "untrained_int8", lat)
-        if lat["first_ms"] != lat["ms"] or lat["first_ms"] > limit:
+        if lat["first_ms"] > limit:  # timed twice: keep the first figure too
             trial.set_user_attr("untrained_int8_first_latency_ms", round(lat["first_ms"], 4))
         if lat["ms"] > limit:
             trial.set_user_attr("screened_ms", round(lat["ms"], 4))

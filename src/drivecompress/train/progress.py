@@ -17,8 +17,8 @@ from rich.progress import (
 
 class TrainProgress:
     """Epoch/step bar showing running loss, accuracy, last validation accuracy and ETA. Without a terminal (a
-    log, CI) the bar is not drawn: a line when training starts, one per epoch, and one every ``heartbeat``
-    seconds inside an epoch, since a full-size epoch on 2 CPU cores takes minutes (a finalist's log stayed
+    log, CI) the bar is not drawn: a line when training starts, one per epoch, and one every
+    ``HEARTBEAT_SECONDS`` inside an epoch, since a full-size epoch on 2 CPU cores takes minutes (a finalist's log stayed
     silent for 3 minutes before its first epoch line)."""
 
     HEARTBEAT_SECONDS = 60.0
