@@ -163,3 +163,17 @@ def test_progress_without_a_terminal_writes_a_start_line_epoch_lines_and_heartbe
                      "finalist 35: epoch 2/2 step 1/2 loss 1.500 acc 0.250",
                      "finalist 35: epoch 2/2 step 2/2 loss 1.250 acc 0.500",
                      "finalist 35: epoch 2/2 val_acc 0.7500"]
+
+
+def test_the_bars_last_frame_shows_the_last_epochs_validation(capsys):
+    """The bar's info was updated only on a step, so its final frame showed the epoch before's validation
+    accuracy next to "epoch 6/6" (a proxy's log read 'val 0.6160' where epoch 6 had 0.6560)."""
+    from drivecompress.train.progress import TrainProgress
+
+    with TrainProgress("proxy", epochs=2, steps_per_epoch=1) as bar:
+        bar.advance(loss=1.5, acc=0.25)
+        bar.end_epoch(0.5)
+        bar.advance(loss=1.25, acc=0.5)
+        bar.end_epoch(0.75)
+        info = bar.progress.tasks[0].fields["info"]
+    assert info == "epoch 2/2 loss 1.250 acc 0.500 val 0.7500"

@@ -27,6 +27,7 @@ class TrainProgress:
         self.epochs, self.steps, self.enabled = epochs, steps_per_epoch, enabled
         self.step, self.last_line = 0, time.monotonic()
         self.epoch, self.val = 0, float("nan")
+        self.loss, self.acc = float("nan"), float("nan")
         console = Console(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -58,10 +59,13 @@ class TrainProgress:
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)
 
-    def advance(self, loss: float, acc: float) -> None:
+    def _info(self, epoch: int) -> str:
         val = "-" if self.val != self.val else f"{self.val:.4f}"
-        info = f"epoch {self.epoch + 1}/{self.epochs} loss {loss:.3f} acc {acc:.3f} val {val}"
-        self.progress.update(self.task, advance=1, info=info)
+        return f"epoch {epoch}/{self.epochs} loss {self.loss:.3f} acc {self.acc:.3f} val {val}"
+
+    def advance(self, loss: float, acc: float) -> None:
+        self.loss, self.acc = loss, acc
+        self.progress.update(self.task, advance=1, info=self._info(self.epoch + 1))
         self.step += 1
         if time.monotonic() - self.last_line >= self.HEARTBEAT_SECONDS:
             self._line(f"epoch {self.epoch + 1}/{self.epochs} step {self.step}/{self.steps} loss {loss:.3f} "
@@ -71,4 +75,6 @@ class TrainProgress:
         self.val = val_acc
         self.epoch += 1
         self.step = 0
+        # the bar's last frame must show this epoch's validation, not the one before (it showed epoch 5's on 6/6)
+        self.progress.update(self.task, info=self._info(self.epoch))
         self._line(f"epoch {self.epoch}/{self.epochs} val_acc {val_acc:.4f}")
