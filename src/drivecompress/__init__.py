@@ -27,7 +27,8 @@ from drivecompress.prune.unstructured import UnstructuredConfig, sparsify
 from drivecompress.quant.ptq import PTQConfig
 from drivecompress.quant.qat import QATConfig, prepare_qat, qat
 from drivecompress.quant.quantize import quantize
-from drivecompress.search.nas import SearchConfig, search
+from drivecompress.search.config import SearchConfig
+from drivecompress.search.nas import search
 from drivecompress.search.ship import ship_finalist
 from drivecompress.share.dcz import read_dcz, write_dcz
 from drivecompress.share.kmeans import ShareConfig, share

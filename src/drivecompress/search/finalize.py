@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,10 +23,8 @@ import yaml
 from drivecompress.data.api import Data
 from drivecompress.distill.step import OnnxTeacher
 from drivecompress.errors import GateRefusedError
+from drivecompress.search.config import SearchConfig
 from drivecompress.utils.io import atomic_write_text
-
-if TYPE_CHECKING:
-    from drivecompress.search.nas import SearchConfig
 
 
 def candidate_recipe(row: dict[str, Any], cfg: SearchConfig) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import json
 import statistics
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch.nn as nn
 
@@ -17,11 +17,9 @@ from drivecompress.data.transforms import deploy_input
 from drivecompress.distill.step import OnnxTeacher
 from drivecompress.evaluate.latency import side_by_side
 from drivecompress.export.onnx import export_onnx
+from drivecompress.search.config import SearchConfig
 from drivecompress.search.meter import reference_ratio
 from drivecompress.utils.io import atomic_write_json
-
-if TYPE_CHECKING:
-    from drivecompress.search.nas import SearchConfig
 
 
 def study_span(study: Any) -> float:
