@@ -90,6 +90,7 @@ class SearchConfig(BaseModel):
 
     @classmethod
     def quick_config(cls, **kw: Any) -> SearchConfig:
+        """A search in seconds (tests, ``--quick``): a tiny proxy, one final epoch, small subsets."""
         return cls(**{"proxy_images": 256, "proxy_epochs": 1, "val_images": 128, "calibration_images": 16,
                       "latency_runs": 20, "min_first_epoch_accuracy": 0.0, "heartbeat_seconds": 1,
                       "grace_seconds": 4, "quick": True, "final_epochs": 1, "final_swa_epochs": 0,
