@@ -18,7 +18,6 @@ its test accuracy the one given.
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import time
@@ -87,7 +86,7 @@ def main() -> int:
         networks.append((name, recipe, student_spec(step, teacher, data), full))
     rows = []
     for name, path, spec, full in networks:
-        model = build_model(copy.deepcopy(spec))
+        model = build_model(spec)
         proxies, seconds = [], []
         for seed in range(a.seeds):
             cfg = SearchConfig(proxy_epochs=a.proxy_epochs, proxy_images=a.proxy_images, seed=seed)

@@ -29,8 +29,8 @@ from _common import print_table, save_results
 
 from drivecompress.data.api import Data
 from drivecompress.evaluate.latency import side_by_side
+from drivecompress.search.config import SCREEN_MARGIN, SearchConfig
 from drivecompress.search.meter import ReferenceMeter, reference_ratio, untrained_latency
-from drivecompress.search.nas import SCREEN_MARGIN, SearchConfig
 
 
 def main() -> int:

@@ -12,7 +12,6 @@ nothing slowed it).
 
 from __future__ import annotations
 
-import copy
 import os
 import statistics
 import tempfile
@@ -91,7 +90,7 @@ def untrained_latency(spec: dict[str, Any], data: Data, meter: ReferenceMeter, c
     costs one more second."""
     with tempfile.TemporaryDirectory(prefix="drivecompress-screen-") as tmp:
         int8 = Path(tmp) / "int8.onnx"
-        quantize(build_model(copy.deepcopy(spec)).eval(), data, int8,
+        quantize(build_model(spec).eval(), data, int8,
                  PTQConfig(calibration_images=min(calibration_images, 32)), seed=seed)
         lat = meter(int8)
         lat["first_ms"] = lat["ms"]

@@ -18,7 +18,6 @@ the Pareto set is re-measured serially at the end.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import secrets
 import time
@@ -86,7 +85,7 @@ class _Objective:
 
         spec = sample_spec(trial, self.data.num_classes, self.norm, self.cfg.quick, self.cfg.families)
         trial.set_user_attr("spec", spec)
-        trial.set_user_attr("macs", count_macs(build_model(copy.deepcopy(spec)), self.data.input_shape))
+        trial.set_user_attr("macs", count_macs(build_model(spec), self.data.input_shape))
         if self.cfg.max_latency_ms is not None:
             self._screen(trial, spec)
 
