@@ -1,11 +1,13 @@
-"""The paired gate, calibrated on constructed prediction vectors: one image never decides, a systematic
-loss always refuses, and the verdict names the rule and the figures."""
+"""The paired gate on constructed prediction vectors: one image never decides, a loss the candidate's own flips
+cannot explain refuses, evidence is counted in physical signs, and the verdict names the rule and the figures.
+(Calibration over many simulated candidates: tests/evaluate/test_gate_calibration.py.)"""
 
 import numpy as np
 import pytest
 
 from drivecompress.data.classes import CLASS_NAMES, SAFETY_CRITICAL
-from drivecompress.pipeline.gate import check_gate, check_targets, holm, mcnemar_one_sided, paired_bound
+from drivecompress.evaluate.evidence import cluster_bound, null_tail
+from drivecompress.pipeline.gate import check_gate, check_targets, holm, paired_bound
 from drivecompress.pipeline.recipe import Budgets, Targets
 
 SAFETY = sorted(SAFETY_CRITICAL)
@@ -21,8 +23,8 @@ def _m(pred: np.ndarray, labels: np.ndarray, lat: float = 1.0, size: int = 1000,
             "size_bytes": size, **kw}
 
 
-def _gate(base, cand, labels, budgets=BUDGETS):
-    return check_gate(_m(base, labels), _m(cand, labels), budgets, SAFETY, CLASS_NAMES, labels)
+def _gate(base, cand, labels, budgets=BUDGETS, groups=None):
+    return check_gate(_m(base, labels), _m(cand, labels), budgets, SAFETY, CLASS_NAMES, labels, groups=groups)
 
 
 def _flip(pred: np.ndarray, labels: np.ndarray, cls: int, k: int) -> np.ndarray:
@@ -46,15 +48,18 @@ def test_one_lost_image_on_a_60_image_class_passes():
     g = _gate(y.copy(), _flip(y, y, 19, 1), y)
     row = next(r for r in g["classes"] if r["class"] == 19)
     assert g["passed"], g["violations"]
-    assert (row["n"], row["lost"], row["gained"], row["tolerance"]) == (60, 1, 0, 1)
+    assert (row["n"], row["lost"], row["gained"], row["allowance"]) == (60, 1, 0, 0.6) and row["p_holm"] > 0.05
 
 
-def test_seven_lost_none_gained_on_60_refuses_as_degraded():
+def test_seven_lost_none_gained_on_60_refuses_naming_the_evidence():
     y = _labels()
     g = _gate(y.copy(), _flip(y, y, 19, 7), y)
     assert not g["passed"]
     v = [x for x in g["violations"] if "class 19" in x]
-    assert v and "7 of 60 images lost, 0 gained" in v[0] and "net loss 7 > tolerance 1" in v[0]
+    assert v and "7 of 60 images lost, 0 gained" in v[0] and "allowance 0.6 images" in v[0]
+    assert "safety-critical" in v[0] and "Holm-adjusted" in v[0]
+    assert g["classes"][0]["class"] == 19  # rows sorted by adjusted p, the strongest evidence first
+    assert g["evidence_units"].startswith("images, treated as independent")
 
 
 def test_a_one_point_pooled_drop_on_10000_images_refuses():
@@ -68,12 +73,68 @@ def test_a_one_point_pooled_drop_on_10000_images_refuses():
     assert not g1["passed"] and "cannot be certified with 10000 test images" in g1["violations"][0]
 
 
-def test_a_systematic_loss_refuses_even_within_the_net_tolerance():
-    y = np.repeat(np.arange(43), 2000)
-    g = _gate(y.copy(), _flip(y, y, 14, 15), y, Budgets(max_safety_recall_drop=1.0))
+def test_a_loss_the_candidates_flips_elsewhere_explain_passes_the_class_rule():
+    """A candidate that loses 3% of every class's images (and gains nothing) is worse everywhere alike: the
+    per-class rule finds no class beyond the others (that is the pooled rules' job), where the withdrawn
+    tolerance rule refused every class."""
+    y = np.repeat(np.arange(43), 300)
+    rng = np.random.default_rng(0)
+    cand = np.where(rng.random(len(y)) < 0.03, (y + 1) % 43, y)
+    g = _gate(y.copy(), cand, y, Budgets(max_safety_recall_drop=1.0))
+    assert not [v for v in g["violations"] if v.startswith("class")], g["violations"]
+    assert not g["passed"]  # ... and the safety-critical pool is refused for it
+    assert any(v.startswith("safety-critical images") for v in g["violations"])
+
+
+def test_a_class_losing_beyond_its_allowance_refuses_even_with_noise_elsewhere():
+    y = np.repeat(np.arange(43), 300)
+    rng = np.random.default_rng(0)
+    noisy = np.where(rng.random(len(y)) < 0.01, (y + 1) % 43, y)  # 1% of everything flipped ...
+    cand = _flip(noisy, y, 14, 20)  # ... and 20 more stop signs lost
+    g = _gate(y.copy(), cand, y, Budgets(max_safety_recall_drop=1.0))
     row = next(r for r in g["classes"] if r["class"] == 14)
-    assert row["net_loss"] == 15 < row["tolerance"] == 20
-    assert not g["passed"] and "systematic loss" in g["violations"][0] and row["p_holm"] < 0.05
+    assert row["verdict"] == "refused" and row["p_holm"] < 0.05 and row["expected_lost"] < 6
+
+
+def test_a_non_safety_class_warns_unless_every_class_gates():
+    y = _labels()
+    cand = _flip(y, y, 22, 7)  # bumpy road: not safety-critical
+    g = _gate(y.copy(), cand, y, Budgets(max_safety_recall_drop=1.0))
+    assert g["passed"] and len(g["warnings"]) == 1 and "class 22 (bumpy road, not safety-critical)" in g["warnings"][0]
+    strict = _gate(y.copy(), cand, y, Budgets(max_safety_recall_drop=1.0, gate_all_classes=True))
+    assert not strict["passed"] and "class 22" in strict["violations"][0]
+
+
+def test_bicycles_crossing_is_safety_critical():
+    assert 29 in SAFETY_CRITICAL and CLASS_NAMES[29] == "bicycles crossing"
+
+
+def test_clustered_losses_count_as_fewer_pieces_of_evidence_when_signs_are_known():
+    """9 lost frames of one sign of a 90-image class (3 signs of 30 frames), beside a candidate whose other
+    losses come in clusters of frames as real ones do: with the signs known, the null draws whole signs' worth
+    of losses (the candidate's within-sign correlation) and the 9 frames are weak evidence; treated as 9
+    independent images they are strong. (The rule tests the class's total: the same 9 spread over the 3 signs
+    get the same p; a statistic that weighs signs is future work, docs/gate.md.)"""
+    y = np.repeat(np.arange(43), 90)
+    groups = np.arange(len(y)) // 30
+    rng = np.random.default_rng(0)
+    cand = y.copy()
+    for sign in rng.choice(np.unique(groups[y != 29]), 12, replace=False):  # elsewhere: 4 frames of 12 signs
+        idx = np.flatnonzero(groups == sign)[:4]
+        cand[idx] = (y[idx] + 1) % 43
+    idx29 = np.flatnonzero(y == 29)
+    one, spread = cand.copy(), cand.copy()
+    one[idx29[:9]] = 30
+    spread[np.concatenate([idx29[:3], idx29[30:33], idx29[60:63]])] = 30
+    r_one = next(r for r in _gate(y.copy(), one, y, groups=groups)["classes"] if r["class"] == 29)
+    r_spread = next(r for r in _gate(y.copy(), spread, y, groups=groups)["classes"] if r["class"] == 29)
+    assert (r_one["signs_lost"], r_one["signs"], r_spread["signs_lost"]) == (1, 3, 3)
+    assert r_one["correlation"] > 0.1 and r_one["p_holm"] > 0.05
+    # without the signs, the 9 frames of one sign count as 9 independent images: much stronger evidence
+    r_flat = next(r for r in _gate(y.copy(), one, y)["classes"] if r["class"] == 29)
+    assert r_flat["p_value"] < r_one["p_value"] / 10
+    g = _gate(y.copy(), one, y, groups=groups)
+    assert g["evidence_units"].startswith("physical signs") and "129 signs" in g["evidence_units"]
 
 
 def test_losses_balanced_by_gains_pass():
@@ -87,12 +148,20 @@ def test_losses_balanced_by_gains_pass():
 
 
 def test_statistics_on_known_values():
-    assert mcnemar_one_sided(7, 0) == pytest.approx(0.5**7)
-    assert mcnemar_one_sided(1, 0) == 0.5 and mcnemar_one_sided(0, 3) == 1.0
-    assert mcnemar_one_sided(3, 1) == pytest.approx(5 / 16)
+    from scipy.stats import betabinom, binom
+
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     d, lo = paired_bound(lost=10, gained=0, n=1000, confidence=0.95)
-    assert d == -0.01 and lo == pytest.approx(-0.01 - 1.6449 * np.sqrt((0.01 - 1e-4) / 1000), rel=1e-3)
+    assert d == -0.01 and lo == pytest.approx(-0.01 - 1.6449 * np.sqrt((0.01 - 1e-4) / 1000), rel=2e-3)
+    # clustered differences: the same 10 losses in one group of 10 widen the bound to about one unit's worth
+    diff = np.zeros(1000)
+    diff[:10] = -1
+    _, lo_one = cluster_bound(diff, np.arange(1000) // 10, 0.95)
+    assert lo_one < lo - 0.01
+    # the null's tail: independent draws are a binomial, a correlated group a beta-binomial
+    assert null_tail(np.full(50, 0.1), None, 0.0, 9) == pytest.approx(binom.sf(8, 50, 0.1))
+    assert null_tail(np.full(30, 0.1), np.zeros(30), 0.2, 9) == pytest.approx(betabinom.sf(8, 30, 0.4, 3.6))
+    assert null_tail(np.full(30, 0.1), None, 0.0, 0) == 1.0 and null_tail(np.full(3, 0.1), None, 0.0, 4) == 0.0
 
 
 def test_non_finite_or_missing_evidence_never_passes():
@@ -131,42 +200,40 @@ def test_targets_report_shortfall():
     assert rows[2]["shortfall"] == "0.20 points over"
 
 
-def test_noise_level_is_reported_beside_the_verdict_and_grows_with_discordance():
+def test_noise_level_is_reported_beside_the_verdict():
     """An identical candidate has no discordance and no simulated refusals; a candidate flipping ~1.5% of
-    10,750 images both ways is refused in most equal-quality simulations (the small classes' tolerance is a
-    point rule); the figure is a note, the verdict stays the rules' own."""
-    from drivecompress.pipeline.gate import equal_quality_candidate, noise_level, noise_sentence
+    10,750 images both ways is rarely refused as an equal-quality candidate would be (the withdrawn tolerance
+    rule refused most); the figure is a note, the verdict stays the rules' own."""
+    from drivecompress.pipeline.gate import equal_quality_candidate, noise_level
 
     y = _labels(250)
     base = np.where(np.random.default_rng(0).random(len(y)) < 0.02, (y + 1) % 43, y)  # a 98% baseline
-    same = check_gate(_m(base, y), _m(base.copy(), y), BUDGETS, SAFETY, CLASS_NAMES, y, noise_trials=50)
+    same = check_gate(_m(base, y), _m(base.copy(), y), BUDGETS, SAFETY, CLASS_NAMES, y, noise_trials=20)
     assert same["passed"] and same["noise"]["discordance"] == 0 and same["noise"]["equal_quality_refusal_rate"] == 0
     rng = np.random.default_rng(1)
     ok = equal_quality_candidate(base == y, 0.015, rng)
     assert 0.01 < float(((base == y) != ok).mean()) < 0.02
     cand = np.where(ok, y, (y + 1) % 43)
-    g = check_gate(_m(base, y), _m(cand, y), BUDGETS, SAFETY, CLASS_NAMES, y, noise_trials=100)
+    g = check_gate(_m(base, y), _m(cand, y), BUDGETS, SAFETY, CLASS_NAMES, y, noise_trials=40)
     assert g["noise"]["discordant_images"] == int(((base == y) != ok).sum())
-    assert g["noise"]["equal_quality_refusal_rate"] > 0.5
-    assert "weak evidence" in noise_sentence(g["noise"])
+    assert g["noise"]["equal_quality_refusal_rate"] <= 0.1
     assert "noise" not in check_gate(_m(base, y), _m(cand, y), BUDGETS, SAFETY, CLASS_NAMES, y)  # opt-in
-    again = noise_level(base, cand, y, BUDGETS, SAFETY, 100)  # seeded: the same figure every time
+    again = noise_level(base, cand, y, BUDGETS, SAFETY, 40)  # seeded: the same figure every time
     assert again == g["noise"]
 
 
-def test_noise_level_by_confidence_sees_losses_clustered_where_the_baseline_was_unsure():
-    """A baseline unsure (true-class p 0.3) of 40 of its right answers, all in one 400-image safety class
-    (general caution, tolerance 4), sure of everything else; a candidate that loses 10 of those unsure images
-    and gains 10 of the baseline's errors elsewhere. Flips spread uniformly rarely land 5 net on that class;
-    flips that fall where the baseline was unsure, as this candidate's do, often do: the second null refuses
-    far more often, and it is only computed when the baseline's probabilities are known."""
-    from drivecompress.pipeline.gate import confidence_propensity, noise_level
+def test_confidence_propensity_follows_where_the_baseline_was_unsure():
+    """A baseline unsure (true-class p 0.3) of 40 of its right answers in general caution, sure of the rest;
+    a candidate that loses 10 of those unsure images and gains 10 of the baseline's errors elsewhere: the
+    shaped null's flips fall on the unsure images, and the per-class rows count the lost images the baseline
+    itself won below p 0.5 (what `drivecompress gate` prints)."""
+    from drivecompress.pipeline.gate import confidence_propensity
 
     y = _labels(400)
     rng = np.random.default_rng(0)
     base = np.where(rng.random(len(y)) < 0.02, (y + 1) % 43, y)
-    base[y == 18] = 18  # general caution: all right, 40 of them barely
-    p = np.where(base == y, 0.99, 0.05)
+    base[y == 18] = 18
+    p = np.where(base == y, 0.99, 0.05) - rng.random(len(y)) * 0.01
     unsure = np.flatnonzero(y == 18)[:40]
     p[unsure] = 0.3
     cand = base.copy()
@@ -175,11 +242,10 @@ def test_noise_level_by_confidence_sees_losses_clustered_where_the_baseline_was_
     cand[wrong] = y[wrong]
     prop = confidence_propensity(base == y, cand == y, p)
     assert abs(prop.sum() - 20) < 1e-6  # expected flips = the candidate's discordance, half each way
-    assert prop[unsure].mean() > 20 * prop[(base == y) & (p > 0.9)].mean()
-    n = noise_level(base, cand, y, BUDGETS, SAFETY, 200, base_probability=p)
-    assert n["equal_quality_refusal_rate"] < 0.1 < 0.3 < n["equal_quality_refusal_rate_by_confidence"], n
-    assert "equal_quality_refusal_rate_by_confidence" not in noise_level(base, cand, y, BUDGETS, SAFETY, 20)
-    # the per-class rows count the lost images the baseline itself won below p 0.5 (what `drivecompress gate` prints)
-    rows = {r["class"]: r for r in check_gate(_m(base, y, true_class_probability=p.tolist()), _m(cand, y), BUDGETS,
-                                               SAFETY, CLASS_NAMES, y)["classes"]}
+    assert prop[unsure].mean() > 5 * prop[(base == y) & (p > 0.9)].mean()  # quantile bins: the unsure share one
+    g = check_gate(_m(base, y, true_class_probability=p.tolist()), _m(cand, y), BUDGETS, SAFETY, CLASS_NAMES, y)
+    rows = {r["class"]: r for r in g["classes"]}
     assert rows[18]["lost_baseline_below_half"] == 10 and rows[17]["lost_baseline_below_half"] == 0
+    # the candidate lost only images the baseline was unsure of, and its flips elsewhere are all gains:
+    # the class rule still sees 10 lost against a null that expects almost none there
+    assert rows[18]["expected_lost"] < 2 and rows[18]["p_value"] < 1e-3

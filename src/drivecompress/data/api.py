@@ -32,6 +32,21 @@ class Data:
     class_names: tuple[str, ...]
     safety_critical: frozenset[int]
     source: str = "arrays"
+    test_track_length: int | None = None  # recover test tracks of at most this many frames when none are given
+
+    def test_groups(self, test: LabeledImages | None = None) -> tuple[np.ndarray | None, str]:
+        """Each test image's physical sign, for the gate: given with the data, else recovered as near-duplicate
+        chains (``data/tracks.py``) when the data's tracks have a known length, else none (images count as
+        independent). ``test`` is the split or a subset of it (``head``); the second item says which."""
+        test = self.test if test is None else test
+        if test.groups is not None:
+            return test.groups, "given with the data"
+        if self.test_track_length:
+            from drivecompress.data.tracks import recover_tracks
+
+            return (recover_tracks(test.x, test.y, max_track=self.test_track_length),
+                    f"recovered as near-duplicate chains of at most {self.test_track_length} frames")
+        return None, "none: images treated as independent"
 
     @property
     def num_classes(self) -> int:
@@ -84,6 +99,8 @@ class Data:
         class_names: Sequence[str] | None = None,
         safety_critical: Iterable[int] | None = None,
         groups: np.ndarray | None = None,
+        test_groups: np.ndarray | None = None,
+        test_track_length: int | None = None,
         val_fraction: float = 0.1,
         seed: int = 0,
         source: str = "arrays",
@@ -91,7 +108,10 @@ class Data:
         """Images uint8 NHWC (1 or 3 channels, any size, train and test alike), integer labels 0..K-1.
 
         ``class_names`` fixes K (else the largest label + 1); ``safety_critical`` lists the classes whose recall
-        the gate protects (default: none, so only the overall budgets apply).
+        the gate refuses on (default: none; every class is still tested and warned about). ``groups`` and
+        ``test_groups`` give each image's physical object (a track of video frames of one sign): validation is
+        split by them and the gate counts evidence in them; without ``test_groups``, ``test_track_length``
+        recovers near-duplicate chains of at most that many frames, else test images count as independent.
         """
         x_train = _images(x_train, "x_train")
         x_test = _images(x_test, "x_test")
@@ -110,24 +130,31 @@ class Data:
         if groups is None:
             groups = np.arange(len(y_train))
         groups = _labels(groups, "groups", len(x_train), None)
+        if test_groups is not None:
+            test_groups = _labels(test_groups, "test_groups", len(x_test), None)
+        if test_track_length is not None and not (isinstance(test_track_length, int) and test_track_length >= 1):
+            raise BadInputError(f"test_track_length: {test_track_length!r}, expected a whole number >= 1")
         tr, va = track_split(y_train, groups, val_fraction=val_fraction, seed=seed)
         if len(tr) == 0:
             raise BadInputError("x_train: too few images to split off a validation set")
         full = LabeledImages.of(x_train, y_train)
-        splits = Splits(train=full.subset(tr), val=full.subset(va), test=LabeledImages.of(x_test, y_test))
-        return cls(splits=splits, class_names=names, safety_critical=safety, source=source)
+        splits = Splits(train=full.subset(tr), val=full.subset(va), test=LabeledImages.of(x_test, y_test, test_groups))
+        return cls(splits=splits, class_names=names, safety_critical=safety, source=source,
+                   test_track_length=test_track_length)
 
     @classmethod
     def from_npz(cls, path: str | os.PathLike | None = None, *, val_fraction: float = 0.1, seed: int = 0) -> Data:
-        """The project's npz format (``x_train, y_train, track_train, x_test, y_test``; see DESIGN.md); the
-        GTSRB class names and safety-critical set are used when it has GTSRB's 43 classes."""
-        from drivecompress.data.classes import CLASS_NAMES, SAFETY_CRITICAL
+        """The project's npz format (``x_train, y_train, track_train, x_test, y_test``, optional ``track_test``;
+        see DESIGN.md) with GTSRB's class names and safety-critical set. Without ``track_test`` the gate
+        recovers the test split's 30-frame tracks (``GTSRB_TRACK_LENGTH``)."""
+        from drivecompress.data.classes import CLASS_NAMES, GTSRB_TRACK_LENGTH, SAFETY_CRITICAL
         from drivecompress.data.gtsrb import load_gtsrb
 
         g = load_gtsrb(path)
         return cls.from_arrays(g.x_train, g.y_train, g.x_test, g.y_test, class_names=CLASS_NAMES,
-                               safety_critical=SAFETY_CRITICAL, groups=g.track_train, val_fraction=val_fraction,
-                               seed=seed, source=str(g.path))
+                               safety_critical=SAFETY_CRITICAL, groups=g.track_train, test_groups=g.track_test,
+                               test_track_length=None if g.track_test is not None else GTSRB_TRACK_LENGTH,
+                               val_fraction=val_fraction, seed=seed, source=str(g.path))
 
     @classmethod
     def from_folder(cls, root: str | os.PathLike, *, safety_critical: Iterable[str | int] | None = None,

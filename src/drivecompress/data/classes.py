@@ -50,8 +50,18 @@ CLASS_NAMES: tuple[str, ...] = (
     "end of no passing for trucks",
 )
 
-#: Classes whose recall the safety gate protects: speed limits, no passing, right-of-way, priority, yield,
-#: stop, no vehicles, no entry, general caution, dangerous curves, pedestrians, children, keep right/left.
+#: Classes on which the gate refuses a significant loss (the others are tested and warned about), by group:
+#: - speed limits (0-8): a misread limit sets the car's speed;
+#: - no passing (9, 10): overtaking where it is forbidden;
+#: - right-of-way, priority road, yield, stop, no entry (11-14, 17): who goes first at a junction;
+#: - no vehicles (15): a road closed to traffic;
+#: - general caution, dangerous curves (18-21): hazards that call for slowing down;
+#: - vulnerable road users (27 pedestrians, 28 children crossing, 29 bicycles crossing): people on the road,
+#:   cyclists exactly like pedestrians and children (added by issue #52);
+#: - keep right/left (38, 39): which side of an obstacle to pass.
 SAFETY_CRITICAL: frozenset[int] = frozenset(
-    [*range(0, 9), 9, 10, 11, 12, 13, 14, 15, 17, 18, 19, 20, 21, 27, 28, 38, 39]
+    [*range(0, 9), 9, 10, 11, 12, 13, 14, 15, 17, 18, 19, 20, 21, 27, 28, 29, 38, 39]
 )
+
+#: GTSRB's tracks are 30 frames of one physical sign (every test class count is a multiple of 30).
+GTSRB_TRACK_LENGTH = 30

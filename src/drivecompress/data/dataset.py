@@ -19,21 +19,24 @@ from drivecompress.data.transforms import to_tensor_batch
 
 @dataclass(frozen=True)
 class LabeledImages:
-    """uint8 NHWC images, int64 labels, and each sign's size in pixels."""
+    """uint8 NHWC images, int64 labels, each sign's size in pixels, and (when known) each image's group: the
+    physical sign it shows, the unit of evidence of the gate."""
 
     x: np.ndarray
     y: np.ndarray
     sizes: np.ndarray
+    groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
     @classmethod
-    def of(cls, x: np.ndarray, y: np.ndarray) -> LabeledImages:
-        return cls(x=x, y=np.asarray(y, dtype=np.int64), sizes=sign_sizes(x))
+    def of(cls, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> LabeledImages:
+        return cls(x=x, y=np.asarray(y, dtype=np.int64), sizes=sign_sizes(x), groups=groups)
 
     def subset(self, idx: np.ndarray) -> LabeledImages:
-        return LabeledImages(self.x[idx], self.y[idx], self.sizes[idx])
+        return LabeledImages(self.x[idx], self.y[idx], self.sizes[idx],
+                             None if self.groups is None else self.groups[idx])
 
     def head(self, n: int | None, seed: int = 0) -> LabeledImages:
         """A random subset of ``n`` images (all when n is None or larger): for quick runs and tests."""

@@ -26,6 +26,7 @@ class GTSRB:
     x_test: np.ndarray
     y_test: np.ndarray
     path: Path | None = None
+    track_test: np.ndarray | None = None  # optional key: the test split's physical signs
 
 
 def repo_root() -> Path:
@@ -92,6 +93,7 @@ def load_gtsrb(path: str | os.PathLike | None = None) -> GTSRB:
             if missing:
                 raise BadInputError(f"{p}: missing key(s) {', '.join(missing)} (has: {', '.join(npz.files)})")
             arrays = {k: npz[k] for k in REQUIRED_KEYS}
+            track_test = npz["track_test"] if "track_test" in npz.files else None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         if isinstance(exc, BadInputError):
             raise
@@ -101,6 +103,9 @@ def load_gtsrb(path: str | os.PathLike | None = None) -> GTSRB:
     _check_labels(p, "y_train", arrays["y_train"], len(arrays["x_train"]), NUM_CLASSES)
     _check_labels(p, "track_train", arrays["track_train"], len(arrays["x_train"]), None)
     _check_labels(p, "y_test", arrays["y_test"], len(arrays["x_test"]), NUM_CLASSES)
+    if track_test is not None:
+        _check_labels(p, "track_test", track_test, len(arrays["x_test"]), None)
+        track_test = track_test.astype(np.int64) + arrays["y_test"].astype(np.int64) * (int(track_test.max()) + 1)
     return GTSRB(
         x_train=arrays["x_train"],
         y_train=arrays["y_train"].astype(np.int64),
@@ -108,21 +113,28 @@ def load_gtsrb(path: str | os.PathLike | None = None) -> GTSRB:
         x_test=arrays["x_test"],
         y_test=arrays["y_test"].astype(np.int64),
         path=p,
+        track_test=track_test,
     )
 
 
-def sign_sizes(images: np.ndarray, threshold: int = 0) -> np.ndarray:
-    """Side length in pixels of each sign: the extent of the non-black region anchored at the top-left.
+def sign_extent(images: np.ndarray, threshold: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(height, width) in pixels of each sign: the extent of the non-black region anchored at the top-left.
 
     The npz pastes every sign at the top-left corner of a black canvas, so the last non-black row/column
-    gives the sign's size. Used for accuracy-by-size and for size-aware augmentation.
-    """
+    gives the sign's extent."""
     lit = images.max(axis=3) > threshold  # (N, H, W)
     rows = lit.any(axis=2)
     cols = lit.any(axis=1)
     h = np.where(rows.any(axis=1), rows.shape[1] - np.argmax(rows[:, ::-1], axis=1), 0)
     w = np.where(cols.any(axis=1), cols.shape[1] - np.argmax(cols[:, ::-1], axis=1), 0)
-    return np.maximum(h, w).astype(np.int64)
+    return h.astype(np.int64), w.astype(np.int64)
+
+
+def sign_sizes(images: np.ndarray, threshold: int = 0) -> np.ndarray:
+    """Side length in pixels of each sign (the larger of ``sign_extent``): for accuracy-by-size and for
+    size-aware augmentation."""
+    h, w = sign_extent(images, threshold)
+    return np.maximum(h, w)
 
 
 SIZE_BINS: tuple[tuple[str, int, int], ...] = (("<14px", 0, 14), ("14-20px", 14, 20), ("20-32px", 20, 33))

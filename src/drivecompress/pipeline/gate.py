@@ -1,60 +1,40 @@
-"""The safety gate: compare the candidate with the baseline image by image (paired), so that one flipped
-image never decides and a systematic loss always refuses.
+"""The safety gate: compare the candidate with the baseline image by image (paired), refuse what the evidence
+shows got worse, and pass what the candidate's own noise explains.
 
-Budget semantics (the names are kept from the first gate; the meaning is now statistical):
-- ``max_safety_recall_drop`` B points, per safety-critical class of n test images with ``lost`` images the
-  baseline got right and the candidate gets wrong and ``gained`` the reverse:
-    1. net-loss tolerance: ``lost - gained <= max(1, floor(B/100 * n))`` images, else the class *degraded*;
-    2. exact one-sided McNemar test of the loss (``P(X >= lost)``, ``X ~ Binomial(lost + gained, 1/2)``),
-       Holm-corrected over the safety-critical classes: a significant loss (adjusted p < ``significance``)
-       is *systematic* and refuses, whatever its size;
-    3. pooled over all safety-critical images: paired non-inferiority (below).
-- ``max_accuracy_drop`` B points, pooled over all test images: the paired difference of accuracy
-  ``d = (gained - lost) / N`` with standard error ``sqrt(((lost + gained)/N - d^2) / N)``; its one-sided
-  lower confidence bound (``confidence``, default 95%) must stay above ``-B``. A point estimate already below
-  ``-B`` is *degraded*; a point estimate within budget whose bound is not is *cannot be certified with this
-  many test images*.
+The policy (issue #52, the owner's decision; the statistics are in ``evaluate/evidence.py``):
+1. ``max_accuracy_drop`` B points, pooled over all test images: paired non-inferiority, the burden of proof on
+   the candidate. The one-sided lower bound (``confidence``) of the accuracy difference must stay above -B; a
+   point estimate below -B is *degraded*, an estimate within budget whose bound is not is *cannot be
+   certified*. The standard error is cluster-robust over physical signs (tracks) when they are known.
+2. ``max_safety_recall_drop`` B points: the same pooled test over the safety-critical images; and per class
+   (every class of the data, one Holm family): refuse a net loss beyond the class's allowance (B% of its
+   images) that the candidate's flip pattern on the other classes cannot explain (adjusted p < ``significance``;
+   the burden of proof on the evidence). Safety-critical classes refuse; the others warn, unless
+   ``gate_all_classes``.
+3. The unit of evidence is the physical sign: test tracks given as ``groups`` or recovered for GTSRB; without
+   them images count as independent and the verdict says so.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
+from drivecompress.evaluate.evidence import cluster_bound, holm, per_class_evidence
 from drivecompress.pipeline.recipe import Budgets, Targets
 
-NOISE_TRIALS = 200  # simulations behind a verdict's noise level (about a second on the full test set)
-
-
-def mcnemar_one_sided(lost: int, gained: int) -> float:
-    """Exact one-sided McNemar p-value that the candidate is worse: P(X >= lost), X ~ Bin(lost + gained, 1/2)."""
-    n = lost + gained
-    if n == 0 or lost == 0:
-        return 1.0
-    return min(1.0, sum(math.comb(n, k) for k in range(lost, n + 1)) / 2.0**n)
-
-
-def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone), in the input order."""
-    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
-    adj, running = [1.0] * len(pvalues), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
-        adj[i] = running
-    return adj
+__all__ = ["holm"]
+NOISE_TRIALS = 200  # simulations behind a verdict's noise level
 
 
 def paired_bound(lost: int, gained: int, n: int, confidence: float) -> tuple[float, float]:
-    """(difference, one-sided lower confidence bound) of accuracy, candidate minus baseline, as fractions."""
-    if n == 0:
-        return 0.0, -math.inf
-    d = (gained - lost) / n
-    var = max(0.0, (lost + gained) / n - d * d)
-    return d, d - NormalDist().inv_cdf(confidence) * math.sqrt(var / n)
+    """(difference, one-sided lower confidence bound) of accuracy, candidate minus baseline, as fractions,
+    images independent."""
+    diff = np.concatenate([-np.ones(lost), np.ones(gained), np.zeros(max(0, n - lost - gained))])
+    return cluster_bound(diff, None, confidence)
 
 
 def paired_counts(base_pred: np.ndarray, cand_pred: np.ndarray, labels: np.ndarray, classes: np.ndarray | None = None
@@ -65,11 +45,15 @@ def paired_counts(base_pred: np.ndarray, cand_pred: np.ndarray, labels: np.ndarr
     return int((b & ~c).sum()), int((~b & c).sum()), int(m.sum())
 
 
-def _pooled(label: str, lost: int, gained: int, n: int, budget: float,
-            conf: float) -> tuple[dict[str, Any], str | None]:
-    d, lo = paired_bound(lost, gained, n, conf)
+def _pooled(label: str, bp: np.ndarray, fp: np.ndarray, y: np.ndarray, mask: np.ndarray, groups: np.ndarray | None,
+            budget: float, conf: float) -> tuple[dict[str, Any], str | None]:
+    b, c = bp[mask] == y[mask], fp[mask] == y[mask]
+    lost, gained, n = int((b & ~c).sum()), int((~b & c).sum()), int(mask.sum())
+    signs = None if groups is None else groups[mask]
+    d, lo = cluster_bound(c.astype(float) - b.astype(float), signs, conf)
     row = {"scope": label, "n": n, "lost": lost, "gained": gained, "difference_points": 100 * d,
-           "lower_bound_points": 100 * lo, "budget_points": budget, "confidence": conf}
+           "lower_bound_points": 100 * lo, "budget_points": budget, "confidence": conf,
+           "units": "physical signs" if groups is not None else "images"}
     if d < -budget / 100:
         return row | {"verdict": "degraded"}, (
             f"{label}: degraded, accuracy {100 * d:+.2f} points ({lost} images lost, {gained} gained of {n}), "
@@ -81,52 +65,60 @@ def _pooled(label: str, lost: int, gained: int, n: int, budget: float,
     return row | {"verdict": "ok"}, None
 
 
-def class_evidence(base_pred: np.ndarray, cand_pred: np.ndarray, labels: np.ndarray, classes: Sequence[int],
-                   names: Sequence[str], budget: float, significance: float) -> tuple[list[dict[str, Any]], list[str]]:
-    """Per class: n, lost, gained, tolerance, McNemar p (raw and Holm-adjusted), verdict; and the violations."""
-    rows = []
-    for c in classes:
-        lost, gained, n = paired_counts(base_pred, cand_pred, labels, np.array([c]))
-        rows.append({"class": int(c), "name": names[c] if c < len(names) else str(c), "n": n, "lost": lost,
-                     "gained": gained, "net_loss": lost - gained,
-                     "tolerance": max(1, math.floor(budget / 100 * n)), "p_value": mcnemar_one_sided(lost, gained)})
-    for row, p in zip(rows, holm([r["p_value"] for r in rows]), strict=True):
-        row["p_holm"] = p
-    v = []
+def class_sentence(r: dict[str, Any], budget: float, significance: float) -> str:
+    """One refused or warned class in words: the counts, the signs, the allowance and the evidence."""
+    kind = "safety-critical" if r["safety_critical"] else "not safety-critical"
+    return (f"class {r['class']} ({r['name']}, {kind}): {r['lost']} of {r['n']} images lost, {r['gained']} gained, "
+            f"in {r['signs_lost']} of {r['signs']} physical signs; allowance {r['allowance']:.1f} images "
+            f"({budget:g} points); the candidate's flips elsewhere predict {r['expected_lost']:.1f} lost "
+            f"(within-sign correlation {r['correlation']:.2f}); p = {r['p_value']:.2g}, Holm-adjusted "
+            f"{r['p_holm']:.2g} < {significance:g}")
+
+
+def class_rows(bp: np.ndarray, fp: np.ndarray, y: np.ndarray, budgets: Budgets, safety: Sequence[int],
+               names: Sequence[str], base_probability: np.ndarray | None, groups: np.ndarray | None
+               ) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Per-class rows sorted by adjusted p, the violations (refusing classes) and the warnings (the others)."""
+    budget = budgets.max_safety_recall_drop
+    k = max(len(names), int(max(y.max(initial=-1), bp.max(initial=-1), fp.max(initial=-1))) + 1)
+    rows = per_class_evidence(bp, fp, y, k, budget, base_probability, groups)
+    rows = [r for r in rows if r["n"] > 0]
+    bad, warn = [], []
     for r in rows:
-        what = f"class {r['class']} ({r['name']}): {r['lost']} of {r['n']} images lost, {r['gained']} gained"
-        if r["p_holm"] < significance:
-            r["verdict"] = "systematic loss"
-            v.append(f"{what}: systematic loss (McNemar p = {r['p_value']:.2g}, Holm-adjusted {r['p_holm']:.2g} "
-                     f"< {significance:g})")
-        elif r["net_loss"] > r["tolerance"]:
-            r["verdict"] = "degraded"
-            v.append(f"{what}: degraded, net loss {r['net_loss']} > tolerance {r['tolerance']} "
-                     f"(budget {budget:g} points of {r['n']}, at least 1 image)")
-        else:
-            r["verdict"] = "ok"
-    return rows, v
+        r["name"] = names[r["class"]] if r["class"] < len(names) else str(r["class"])
+        r["safety_critical"] = r["class"] in set(safety)
+        significant = r["p_holm"] < budgets.significance
+        refuses = significant and (r["safety_critical"] or budgets.gate_all_classes)
+        r["verdict"] = "refused" if refuses else ("warning" if significant else "ok")
+        if significant:
+            (bad if refuses else warn).append(class_sentence(r, budget, budgets.significance))
+    rows.sort(key=lambda r: (r["p_holm"], r["p_value"], r["class"]))
+    return rows, bad, warn
 
 
 def paired_rules(bp: np.ndarray, fp: np.ndarray, y: np.ndarray, budgets: Budgets, safety: Sequence[int] = (),
-                 names: Sequence[str] = ()) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
-    """The accuracy budgets on per-image predictions: ``({"classes", "pooled"} rows, violations)``; one
+                 names: Sequence[str] = (), base_probability: np.ndarray | None = None,
+                 groups: np.ndarray | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The accuracy budgets on per-image predictions: ``({"classes", "pooled", "warnings"}, violations)``; one
     function for the verdict and for ``noise_level``'s simulated candidates, so both apply the same rules."""
-    out: dict[str, list[dict[str, Any]]] = {"classes": [], "pooled": []}
+    out: dict[str, Any] = {"classes": [], "pooled": [], "warnings": []}
     v: list[str] = []
     conf = budgets.confidence
+    every = np.ones(len(y), bool)
     if budgets.max_accuracy_drop is not None:
-        row, bad = _pooled("all test images", *paired_counts(bp, fp, y), budgets.max_accuracy_drop, conf)
+        row, bad = _pooled("all test images", bp, fp, y, every, groups, budgets.max_accuracy_drop, conf)
         out["pooled"].append(row)
         v += [bad] if bad else []
-    if budgets.max_safety_recall_drop is not None and safety:
-        cls = sorted(int(c) for c in safety)
-        out["classes"], bad_cls = class_evidence(bp, fp, y, cls, names, budgets.max_safety_recall_drop,
-                                                 budgets.significance)
-        row, bad = _pooled("safety-critical images", *paired_counts(bp, fp, y, np.array(cls)),
-                           budgets.max_safety_recall_drop, conf)
-        out["pooled"].append(row)
-        v += bad_cls + ([bad] if bad else [])
+    if budgets.max_safety_recall_drop is not None:
+        out["classes"], bad_cls, out["warnings"] = class_rows(bp, fp, y, budgets, safety, names, base_probability,
+                                                              groups)
+        v += bad_cls
+        if safety:
+            mask = np.isin(y, sorted(int(c) for c in safety))
+            row, bad = _pooled("safety-critical images", bp, fp, y, mask, groups, budgets.max_safety_recall_drop,
+                               conf)
+            out["pooled"].append(row)
+            v += [bad] if bad else []
     return out, v
 
 
@@ -139,26 +131,24 @@ def equal_quality_candidate(base_ok: np.ndarray, q: float, rng: np.random.Genera
     return base_ok ^ np.where(base_ok, rng.random(len(base_ok)) < p_lose, rng.random(len(base_ok)) < p_gain)
 
 
-CONFIDENCE_EDGES = (0.5, 0.7, 0.9, 0.99)  # bins of the baseline's true-class probability for flip propensities
-PSEUDO_IMAGES = 20.0  # each bin's flip rate is shrunk towards the overall rate by this many images' worth
+PROPENSITY_BINS = 8  # quantile bins of the baseline's confidence for the shaped null of ``noise_level``
+PSEUDO_IMAGES = 20.0
 
 
 def confidence_propensity(base_ok: np.ndarray, cand_ok: np.ndarray, base_probability: np.ndarray
                           ) -> np.ndarray:
     """Per-image flip probabilities of an equal-quality candidate that flips images as this one does *by the
     baseline's confidence*: the candidate's lost rate among the baseline's right images and gained rate among
-    its wrong ones, per bin of the baseline's true-class probability (``CONFIDENCE_EDGES``, shrunk towards the
-    overall rate), scaled so that expected losses equal expected gains and together equal its discordance.
-    Compressed models mostly lose the images the baseline itself barely won, and those cluster in a few classes
-    (on the shipped baseline, *general caution* holds 24 of its 113 right answers below p 0.5): a uniform-flip
-    null misses that concentration."""
-    bins = np.digitize(base_probability, CONFIDENCE_EDGES)
+    its wrong ones, per quantile bin of the baseline's true-class probability (shrunk towards the overall
+    rate), scaled so that expected losses equal expected gains and together equal its discordance."""
+    q = np.quantile(base_probability, np.linspace(0, 1, PROPENSITY_BINS + 1)[1:-1])
+    bins = np.digitize(base_probability, np.unique(q))
     lost, gained = base_ok & ~cand_ok, ~base_ok & cand_ok
     half = (lost.sum() + gained.sum()) / 2
     out = np.zeros(len(base_ok))
     for side, hit in ((base_ok, lost), (~base_ok, gained)):
         mean = hit.sum() / max(1, side.sum())
-        for k in range(len(CONFIDENCE_EDGES) + 1):
+        for k in range(bins.max(initial=0) + 1):
             m = side & (bins == k)
             out[m] = (hit[m].sum() + PSEUDO_IMAGES * mean) / (m.sum() + PSEUDO_IMAGES)
         total = out[side].sum()
@@ -167,12 +157,13 @@ def confidence_propensity(base_ok: np.ndarray, cand_ok: np.ndarray, base_probabi
 
 
 def noise_level(bp: np.ndarray, fp: np.ndarray, y: np.ndarray, budgets: Budgets, safety: Sequence[int],
-                trials: int, seed: int = 0, base_probability: np.ndarray | None = None) -> dict[str, Any]:
-    """How often the accuracy budgets would refuse a candidate of the baseline's own quality that disagrees
-    with it as often as this one does (``trials`` simulations): what a refusal at this discordance is worth
-    as evidence. Reported beside the verdict, never changing it. Two nulls: flips spread uniformly over the
+                trials: int, seed: int = 0, base_probability: np.ndarray | None = None,
+                groups: np.ndarray | None = None) -> dict[str, Any]:
+    """How often these budgets would refuse a candidate of the baseline's own quality that disagrees with it
+    as often as this one does (``trials`` simulations): what a refusal at this discordance is worth as
+    evidence. Reported beside the verdict, never changing it. Two nulls: flips spread uniformly over the
     images, and (given the baseline's true-class probability per image) flips falling on the images the
-    baseline was unsure of as often as this candidate's do (``confidence_propensity``)."""
+    baseline was unsure of as often as this candidate's do."""
     ok, cok = bp == y, fp == y
     q = float((ok != cok).mean())
     rng, rng_conf = np.random.default_rng(seed), np.random.default_rng(seed + 1)  # one stream per null
@@ -183,7 +174,8 @@ def noise_level(bp: np.ndarray, fp: np.ndarray, y: np.ndarray, budgets: Budgets,
         if propensity is not None:
             cands["confidence"] = ok ^ (rng_conf.random(len(ok)) < propensity)
         for name, c in cands.items():
-            refused[name] += bool(paired_rules(bp, np.where(c, y, -1), y, budgets, safety)[1])  # -1: wrong
+            rules = paired_rules(bp, np.where(c, y, -1), y, budgets, safety, (), base_probability, groups)
+            refused[name] += bool(rules[1])  # -1: a wrong answer
     out = {"discordance": q, "discordant_images": int((ok != cok).sum()), "trials": trials,
            "equal_quality_refusal_rate": refused["uniform"] / trials if trials else None}
     if propensity is not None:
@@ -198,45 +190,52 @@ def noise_sentence(noise: dict[str, Any]) -> str:
     worst = max(rate, by_conf if by_conf is not None else 0.0)
     return (f"the candidate disagrees with the baseline on {100 * noise['discordance']:.2f}% of the test images "
             f"({noise['discordant_images']}); a candidate of exactly the baseline's quality disagreeing as often "
-            f"is refused by these accuracy budgets in {100 * rate:.0f}% of {noise['trials']} simulations"
+            f"is refused by these budgets in {100 * rate:.0f}% of {noise['trials']} simulations"
             + (f", in {100 * by_conf:.0f}% when its flips fall on the images the baseline was unsure of as often "
                f"as this candidate's do" if by_conf is not None else "")
-            + (" (so a refusal that rests on a per-class tolerance alone is weak evidence; the lost images and "
-               "their baseline probabilities are the evidence to read)" if worst >= 0.2 else ""))
+            + (" (a refusal at this noise level is weak evidence: read the lost images)" if worst >= 0.2 else ""))
 
 
 def check_gate(baseline: dict[str, Any], final: dict[str, Any], budgets: Budgets, safety: Sequence[int] = (),
-               names: Sequence[str] = (), labels: np.ndarray | None = None, noise_trials: int = 0) -> dict[str, Any]:
-    """``{"passed", "violations": [str], "classes": [...], "pooled": [...]}``. A budget whose metric was not
-    measured, or a non-finite metric, is a violation: the gate never passes a model on numbers it lacks.
-    ``noise_trials`` > 0 adds ``noise`` (``noise_level``): the refusal rate of equal-quality candidates at
-    this candidate's discordance with the baseline."""
+               names: Sequence[str] = (), labels: np.ndarray | None = None, noise_trials: int = 0,
+               groups: np.ndarray | None = None, groups_how: str | None = None) -> dict[str, Any]:
+    """``{"passed", "violations": [str], "warnings": [str], "classes": [...], "pooled": [...], "evidence_units"}``.
+    A budget whose metric was not measured, or a non-finite metric, is a violation: the gate never passes a
+    model on numbers it lacks. ``groups`` gives each test image's physical sign (``groups_how`` says where they
+    came from); without them images are treated as independent and the verdict says so. ``noise_trials`` > 0
+    adds ``noise`` (``noise_level``): the refusal rate of equal-quality candidates at this discordance."""
     v: list[str] = []
-    out: dict[str, Any] = {"classes": [], "pooled": []}
+    out: dict[str, Any] = {"classes": [], "pooled": [], "warnings": []}
     for key in ("accuracy", "latency_ms_p50", "size_bytes"):
         val = final.get(key)
         if val is not None and not (isinstance(val, int | float) and math.isfinite(val)):
             v.append(f"final {key} is not a finite number ({val!r})")
     paired = labels is not None and "predictions" in baseline and "predictions" in final
-    wants_paired = budgets.max_accuracy_drop is not None or (budgets.max_safety_recall_drop is not None and safety)
+    wants_paired = budgets.max_accuracy_drop is not None or budgets.max_safety_recall_drop is not None
     if wants_paired and not paired:
         v.append("accuracy budgets set but per-image predictions of baseline and final were not measured")
     if paired and not v:
         bp, fp, y = np.asarray(baseline["predictions"]), np.asarray(final["predictions"]), np.asarray(labels)
-        if not (len(bp) == len(fp) == len(y)):
+        if groups is not None and len(groups) != len(y):
+            v.append(f"test groups cover {len(groups)} images, the test set has {len(y)}")
+        elif not (len(bp) == len(fp) == len(y)):
             v.append(f"per-image predictions cover {len(bp)} / {len(fp)} images, the test set has {len(y)}")
         else:
-            rows, bad = paired_rules(bp, fp, y, budgets, safety, names)
-            out |= rows
-            v += bad
+            out["evidence_units"] = (f"physical signs ({groups_how or 'given'}): {len(np.unique(groups))} signs "
+                                     f"in {len(y)} images" if groups is not None else
+                                     "images, treated as independent (no test groups given)")
             tp = baseline.get("true_class_probability")
             tp = np.asarray(tp) if tp is not None and len(tp) == len(y) else None
+            rows, bad = paired_rules(bp, fp, y, budgets, safety, names, tp, groups)
+            out |= rows
+            v += bad
             if tp is not None:  # lost images the baseline itself won below p 0.5: the weaker evidence
                 weak = (bp == y) & (fp != y) & (tp < 0.5)
                 for r in out["classes"]:
                     r["lost_baseline_below_half"] = int((weak & (y == r["class"])).sum())
             if noise_trials > 0:
-                out["noise"] = noise_level(bp, fp, y, budgets, safety, noise_trials, base_probability=tp)
+                out["noise"] = noise_level(bp, fp, y, budgets, safety, noise_trials, base_probability=tp,
+                                           groups=groups)
     if budgets.max_latency_ms is not None and not final.get("latency_ms_p50", math.inf) <= budgets.max_latency_ms:
         v.append(f"batch-1 p50 latency {final.get('latency_ms_p50')} ms exceeds {budgets.max_latency_ms:.3f} ms")
     if budgets.max_size_bytes is not None and not final.get("size_bytes", math.inf) <= budgets.max_size_bytes:

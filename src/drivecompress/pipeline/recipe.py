@@ -19,16 +19,25 @@ from drivecompress.errors import BadInputError
 
 class Budgets(BaseModel):
     """Limits the final model must meet, else the run exits 3 and the model is kept as rejected. The accuracy
-    budgets are judged on paired per-image evidence (see ``pipeline/gate.py`` for the exact rules)."""
+    budgets are judged on paired per-image evidence, counted in physical signs where known (the rules:
+    ``pipeline/gate.py``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    max_accuracy_drop: float | None = Field(None, description="points of top-1 accuracy")
-    max_safety_recall_drop: float | None = Field(None, description="points of recall, any safety-critical class")
-    max_latency_ms: float | None = Field(None, description="batch-1 p50, one thread")
-    max_size_bytes: int | None = None
-    max_corruption_accuracy_drop: float | None = Field(None, description="points; needs robustness metrics")
+    max_accuracy_drop: float | None = Field(None, ge=0, le=100, allow_inf_nan=False,
+                                            description="points of top-1 accuracy, pooled over all test images")
+    max_safety_recall_drop: float | None = Field(
+        None, ge=0, le=100, allow_inf_nan=False,
+        description="points of recall: pooled over the safety-critical images, and each class's allowance in the "
+        "per-class test (every class is tested; safety-critical ones refuse, the others warn)")
+    max_latency_ms: float | None = Field(None, gt=0, allow_inf_nan=False, description="batch-1 p50, one thread")
+    max_size_bytes: int | None = Field(None, ge=1)
+    max_corruption_accuracy_drop: float | None = Field(None, ge=0, le=100, allow_inf_nan=False,
+                                                       description="points; needs robustness metrics")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="one-sided confidence of the non-inferiority bounds")
-    significance: float = Field(0.05, gt=0, lt=0.5, description="Holm-adjusted McNemar level for a systematic loss")
+    significance: float = Field(0.05, gt=0, lt=0.5, description="Holm-adjusted level of the per-class test "
+                                "(family-wise error over all classes)")
+    gate_all_classes: bool = Field(False, strict=True, description="a significant loss on a class outside the "
+                                   "safety-critical set refuses too (default: it is reported as a warning)")
 
 
 class Targets(BaseModel):

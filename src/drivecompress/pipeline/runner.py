@@ -335,8 +335,9 @@ def _finish(out: Path, recipe: Recipe, loaded: LoadedModel, data: Data, baseline
             records: list[dict[str, Any]]) -> dict[str, Any]:
     final = records[-1]["metrics"] if records else baseline
     test = data.test.head(recipe.evaluation.test_subset, seed=recipe.seed)
+    groups, groups_how = data.test_groups(test)
     gate = check_gate(baseline, final, recipe.budgets, sorted(data.safety_critical), data.class_names, test.y,
-                      noise_trials=NOISE_TRIALS)
+                      noise_trials=NOISE_TRIALS, groups=groups, groups_how=groups_how)
     last_dir = out / "steps" / f"{len(records) - 1:02d}-{records[-1]['type']}"
     artifact = last_dir / final["artifact"]
     target = out / ("model.onnx" if gate["passed"] else "model.rejected.onnx")

@@ -205,7 +205,8 @@ _FAIL = ' class="fail"'
 
 
 def gate_evidence(report: dict[str, Any], missed_png: str | None) -> str:
-    """Per safety-critical class: n, images lost and gained, net loss vs tolerance, McNemar p (raw, Holm), verdict;
+    """Per class (sorted by adjusted p): n, images lost and gained, physical signs lost, allowance, the losses
+    the candidate's flips elsewhere predict, p (raw, Holm), verdict; the warnings;
     the pooled non-inferiority rows; the gate's noise level at this discordance; and thumbnails of the
     safety-critical images the model now gets wrong, with the baseline's confidence in them."""
     gate = report["gate"]
@@ -219,15 +220,21 @@ def gate_evidence(report: dict[str, Any], missed_png: str | None) -> str:
                        f"<td>{html.escape(r['verdict'])}</td></tr>" for r in gate["pooled"]) + "</table>")
     if gate.get("noise"):
         out.append(f"<p><b>Noise level:</b> {html.escape(noise_sentence(gate['noise']))}.</p>")
-    if gate.get("classes"):
-        out.append('<table id="gate-classes"><tr><th>safety-critical class</th><th>n</th><th>lost</th>'
-                   "<th>gained</th><th>net loss / tolerance</th><th>McNemar p</th><th>Holm p</th>"
+    if gate.get("evidence_units"):
+        out.append(f"<p><b>Unit of evidence:</b> {html.escape(gate['evidence_units'])}.</p>")
+    for w in gate.get("warnings") or []:
+        out.append(f"<p><b>Warning</b> (not safety-critical, does not refuse): {html.escape(w)}</p>")
+    if gate.get("classes"):  # sorted by adjusted p: the strongest evidence first
+        out.append('<table id="gate-classes"><tr><th>class</th><th>n</th><th>lost</th><th>gained</th>'
+                   "<th>signs lost / signs</th><th>allowance</th><th>expected lost</th><th>p</th><th>Holm p</th>"
                    "<th>verdict</th></tr>" + "".join(
-                       f"<tr{_FAIL if r['verdict'] != 'ok' else ''}><td>{r['class']} "
-                       f"{html.escape(r['name'])}</td><td>{r['n']}</td><td>{r['lost']}</td><td>{r['gained']}</td>"
-                       f"<td>{r['net_loss']} / {r['tolerance']}</td><td>{r['p_value']:.3g}</td>"
+                       f"<tr{_FAIL if r['verdict'] == 'refused' else ''}><td>{r['class']} "
+                       f"{html.escape(r['name'])}{' (safety-critical)' if r.get('safety_critical') else ''}</td>"
+                       f"<td>{r['n']}</td><td>{r['lost']}</td><td>{r['gained']}</td>"
+                       f"<td>{r['signs_lost']} / {r['signs']}</td><td>{r['allowance']:.1f}</td>"
+                       f"<td>{r['expected_lost']:.1f}</td><td>{r['p_value']:.3g}</td>"
                        f"<td>{r['p_holm']:.3g}</td><td>{html.escape(r['verdict'])}</td></tr>"
-                       for r in gate["classes"]) + "</table>")
+                       for r in gate["classes"] if r["lost"] or r["gained"] or r["verdict"] != "ok") + "</table>")
     missed = report.get("newly_missed_safety") or []
     if missed and missed_png:
         known = [m["baseline_probability"] for m in missed if "baseline_probability" in m]
