@@ -138,6 +138,15 @@ CASES = [
     ("compress with a missing recipe", ["compress", "{ck}", "--recipe", "{root}/none.yaml", "--out", "{root}/r"],
      "recipe file not found"),
     ("unpack a pickle", ["unpack", "{npz}", "--out", "{root}/u"], "not a .dcz archive"),
+    ("a NaN budget (it switched the gate off)", ["compress", "{ck}", "--recipe", "recipes/int8-ptq.yaml", "--set",
+                                                 "budgets.max_accuracy_drop=.nan", "--out", "{root}/r"],
+     "max_accuracy_drop"),
+    ("a negative budget", ["gate", "{ck}", "{ck}", "--set", "budgets.max_safety_recall_drop=-1"],
+     "max_safety_recall_drop"),
+    ("gate_all_classes not a boolean", ["gate", "{ck}", "{ck}", "--set", "budgets.gate_all_classes=2"],
+     "gate_all_classes"),
+    ("an infinite target", ["compress", "{ck}", "--recipe", "recipes/int8-ptq.yaml", "--set",
+                            "targets.min_latency_speedup=.inf", "--out", "{root}/r"], "min_latency_speedup"),
 ]
 
 

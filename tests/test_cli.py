@@ -182,6 +182,8 @@ def test_gate_command_passes_an_equal_model_and_refuses_a_worse_one(tmp_path, ca
     assert main(["gate", "baseline", str(tmp_path / "bad"), "--subset", "400", "--json"]) == 3
     doc = json.loads(capsys.readouterr().out)  # the verdict is printed even when refused
     assert not doc["passed"] and any("degraded" in v for v in doc["violations"])
-    for v in doc["lost_gained"].values():  # "-lost +gained of n", and how many losses were baseline coin flips
-        m = re.fullmatch(r"-(\d+) \+(\d+) of (\d+)(?: \((\d+) lost at baseline p < 0\.5\))?", v)
-        assert m and int(m[4] or 0) <= int(m[1])
+    assert doc["evidence_units"].startswith("physical signs (recovered")  # GTSRB's test tracks, recovered
+    for v in doc["lost_gained"].values():  # lost, gained, n, signs, adjusted p, and the baseline's coin flips
+        m = re.fullmatch(r"-(\d+) \+(\d+) of (\d+) \((\d+) of (\d+) signs\), p_holm [0-9.e+-]+"
+                         r"(?:, (\d+) lost at baseline p < 0\.5)?", v)
+        assert m and int(m[6] or 0) <= int(m[1]) and int(m[4]) <= int(m[5]), v

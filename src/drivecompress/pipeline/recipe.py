@@ -44,9 +44,11 @@ class Targets(BaseModel):
     """Goals reported against (with the shortfall when missed); unlike budgets they do not refuse a model."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    min_latency_speedup: float | None = Field(None, description="baseline p50 / final p50, batch 1, 1 thread")
-    min_size_reduction: float | None = Field(None, description="baseline size / final size on disk")
-    max_accuracy_drop: float | None = Field(None, description="points")
+    min_latency_speedup: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                              description="baseline p50 / final p50, batch 1, 1 thread")
+    min_size_reduction: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                             description="baseline size / final size on disk")
+    max_accuracy_drop: float | None = Field(None, ge=0, le=100, allow_inf_nan=False, description="points")
 
 
 class Evaluation(BaseModel):
