@@ -310,3 +310,7 @@ def test_newly_missed_carries_the_baselines_confidence():
     assert "2 safety-critical test image(s)" in page and " 1 of them the baseline itself" in page
     plain = newly_missed({"predictions": base["predictions"]}, final, test, data)
     assert "baseline_probability" not in plain[0] and missed_caption(plain[0]) == "stop → yield"
+    # with physical signs known, frames of one sign sit together (by class, then sign) and say which sign
+    by_sign = newly_missed(base, {"predictions": [1, 1, 2, 0, 0]}, test, data, groups=np.array([7, 3, 5, 5, 5]))
+    assert [(m["index"], m["sign"]) for m in by_sign] == [(1, 3), (0, 7), (2, 5)]
+    assert missed_caption(by_sign[0]) == "stop → yield\nsign 3 (baseline p 0.31)"

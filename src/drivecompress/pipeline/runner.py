@@ -310,25 +310,31 @@ def _run_steps(loaded: LoadedModel, recipe: Recipe, data: Data, out: Path, resum
     return _finish(out, recipe, loaded, data, baseline, records)
 
 
-def newly_missed(baseline: dict[str, Any], final: dict[str, Any], test, data: Data,
+def newly_missed(baseline: dict[str, Any], final: dict[str, Any], test, data: Data, groups: np.ndarray | None = None,
                  limit: int = 48) -> list[dict[str, Any]]:
     """Safety-critical test images the baseline got right and the final model gets wrong (the first
-    ``limit``), with true and predicted class names and, when measured, the baseline's probability of the
-    true class: the evidence behind a per-class verdict (a loss the baseline itself won at p 0.3 is a
-    different finding from one it was sure of)."""
+    ``limit``, grouped by physical sign when ``groups`` are known: frames of one sign side by side), with true
+    and predicted class names and, when measured, the baseline's probability of the true class: the evidence
+    behind a per-class verdict (a loss the baseline itself won at p 0.3 is a different finding from one it
+    was sure of; nine frames of one sign are one sign)."""
     if "predictions" not in baseline or "predictions" not in final:
         return []
     b, f, y = np.asarray(baseline["predictions"]), np.asarray(final["predictions"]), test.y
-    idx = np.flatnonzero((b == y) & (f != y) & np.isin(y, sorted(data.safety_critical)))[:limit]
+    idx = np.flatnonzero((b == y) & (f != y) & np.isin(y, sorted(data.safety_critical)))
+    if groups is not None:
+        idx = idx[np.lexsort((idx, groups[idx], y[idx]))]
+    idx = idx[:limit]
     names, p = data.class_names, baseline.get("true_class_probability")
     return [{"index": int(i), "true": names[y[i]], "predicted": names[f[i]]}
+            | ({"sign": int(groups[i])} if groups is not None else {})
             | ({"baseline_probability": p[i]} if p is not None else {}) for i in idx]
 
 
 def missed_caption(m: dict[str, Any]) -> str:
-    """A thumbnail's caption: true → predicted, and the baseline's true-class probability when known."""
-    text = f"{m['true']} → {m['predicted']}"
-    return text + (f"\n(baseline p {m['baseline_probability']:.2f})" if "baseline_probability" in m else "")
+    """A thumbnail's caption: true → predicted, the physical sign, and the baseline's true-class probability."""
+    extra = ([f"sign {m['sign']}"] if "sign" in m else []) + (
+        [f"(baseline p {m['baseline_probability']:.2f})"] if "baseline_probability" in m else [])
+    return f"{m['true']} → {m['predicted']}" + ("\n" + " ".join(extra) if extra else "")
 
 
 def _finish(out: Path, recipe: Recipe, loaded: LoadedModel, data: Data, baseline: dict[str, Any],
@@ -356,11 +362,15 @@ def _finish(out: Path, recipe: Recipe, loaded: LoadedModel, data: Data, baseline
         verdict += (f" (NOT a quiet measurement: the per-round ratios {stability['round_ratios']} spread "
                     f"{100 * stability['spread']:.0f}%; re-measure with nothing else running, e.g. "
                     "`drivecompress bench`)")
-    missed = newly_missed(baseline, final, test, data)
+    missed = newly_missed(baseline, final, test, data, groups)
     if missed:
+        from drivecompress.data.gtsrb import sign_extent
         from drivecompress.report.plots import thumbnails
 
-        png = thumbnails(test.x[[m["index"] for m in missed]], [missed_caption(m) for m in missed])
+        shown = test.x[[m["index"] for m in missed]]
+        h, w = sign_extent(shown)
+        crops = [im[: max(int(a), 4), : max(int(c), 4)] for im, a, c in zip(shown, h, w, strict=True)]
+        png = thumbnails(crops, [missed_caption(m) for m in missed])
         atomic_write_text(out / "missed_safety.png.b64", png)
     report = {
         "baseline": baseline,
