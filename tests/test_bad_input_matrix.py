@@ -100,6 +100,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f["npz_no_test"] = write_npz(root / "npz_no_test.npz", x_test=None)
     f["npz_empty_test"] = write_npz(root / "npz_empty_test.npz", x_test=np.zeros((0, 32, 32, 3), np.uint8),
                                     y_test=np.zeros(0, np.int64))
+    (root / "dup.yaml").write_text("steps:\n  - type: ptq\nsteps:\n  - type: finetune\n")
+    f["recipe_dup"] = root / "dup.yaml"
     f["root"] = root
     return f
 
@@ -145,6 +147,17 @@ CASES = [
      "max_safety_recall_drop"),
     ("gate_all_classes not a boolean", ["gate", "{ck}", "{ck}", "--set", "budgets.gate_all_classes=2"],
      "gate_all_classes"),
+    ("a boolean where a number is expected", ["compress", "{ck}", "--recipe", "recipes/int8-ptq.yaml", "--set",
+                                              "steps.0.calibration_images=true", "--out", "{root}/r"],
+     "calibration_images"),
+    ("more calibration images than fit in memory", ["compress", "{ck}", "--recipe", "recipes/int8-ptq.yaml", "--set",
+                                                    "steps.0.calibration_images=100000000000", "--out", "{root}/r"],
+     "calibration_images"),
+    ("a recipe with 'steps' twice", ["compress", "{ck}", "--recipe", "{recipe_dup}", "--out", "{root}/r"],
+     "appears twice"),
+    ("eval --threads 100000", ["eval", "{ck}", "--threads", "100000"], "threads"),
+    ("bench --seconds nan", ["bench", "{ck}", "--seconds", "nan"], "--seconds"),
+    ("train --nproc-per-node 0", ["train", "--out", "{root}/t", "--nproc-per-node", "0"], "nproc-per-node"),
     ("an infinite target", ["compress", "{ck}", "--recipe", "recipes/int8-ptq.yaml", "--set",
                             "targets.min_latency_speedup=.inf", "--out", "{root}/r"], "min_latency_speedup"),
 ]

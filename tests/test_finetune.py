@@ -1,5 +1,6 @@
 """The shared fine-tune: with ``distill`` the input model's soft targets really drive the student."""
 
+import pytest
 import torch
 
 from drivecompress.data.transforms import deploy_input
@@ -133,3 +134,12 @@ def test_mixup_images_are_labelled_by_the_teacher_alone(data):
     assert result.history[0]["train_acc"] == 0.0
     with pytest.raises(ValidationError, match="mixup needs distill"):
         FinetuneConfig(distill=False, mixup=0.5)
+
+
+def test_finetune_refuses_a_negative_or_boolean_epoch_count(mini_data):
+    """dc.finetune(..., epochs=-1) returned None as if it had trained (issue #53)."""
+    from drivecompress.errors import BadInputError
+
+    for bad in (-1, True, 1.5):
+        with pytest.raises(BadInputError, match="epochs must be a whole number >= 0"):
+            finetune(tiny_model("vgg"), mini_data, FinetuneConfig(), bad)

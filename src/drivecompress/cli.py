@@ -80,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    nproc = getattr(args, "nproc_per_node", 1) or 1
+    nproc = getattr(args, "nproc_per_node", None)
+    nproc = 1 if nproc is None else nproc  # 0 is an error below, not "one process"
     if nproc < 1:
         print("drivecompress: error: --nproc-per-node must be >= 1", file=sys.stderr)
         return 2

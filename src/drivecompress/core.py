@@ -6,6 +6,8 @@ step config *is* the library's config: declared once, defaults written once. The
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,17 +15,35 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 if TYPE_CHECKING:
     from drivecompress.data.api import Data
 
 
-class StepConfig(BaseModel):
-    """Base of every technique's config: frozen, and unknown keys are errors naming the key."""
+def _numeric(annotation: Any) -> bool:
+    """Whether a field's type is int or float (alone or in a union such as ``int | None``)."""
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(a in (int, float) for a in typing.get_args(annotation))
+    return False
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class StepConfig(BaseModel):
+    """Base of every technique's config: frozen; unknown keys, NaN or infinite numbers, and booleans where a
+    number is expected (YAML's ``epochs: true`` once trained one epoch) are errors naming the key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: str | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        field_info = cls.model_fields.get(info.field_name or "")
+        if isinstance(v, bool) and field_info is not None and _numeric(field_info.annotation):
+            raise ValueError("a boolean where a number is expected")
+        return v
     #: The technique changes the PyTorch module (pruning, QAT, distillation): an ONNX input cannot take it.
     needs_module: ClassVar[bool] = True
     #: The step's output is a PyTorch module even from an ONNX input (distillation into a new student), so

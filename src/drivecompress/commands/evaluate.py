@@ -62,8 +62,9 @@ def _bench(a: argparse.Namespace) -> dict[str, Any]:
     from drivecompress.evaluate.measure import bench
     from drivecompress.utils.device import select_device
 
-    if a.runs < 1 or a.warmup < 0 or a.seconds <= 0:
-        raise BadInputError("--runs must be >= 1, --warmup >= 0, --seconds > 0")
+    if a.runs < 1 or a.warmup < 0 or not 0 < a.seconds < 3600:  # NaN fails the comparison too
+        raise BadInputError(f"--runs must be >= 1, --warmup >= 0, --seconds in (0, 3600) (got {a.runs}, "
+                            f"{a.warmup}, {a.seconds})")
     select_device(a.device)  # validates --device; latency is always measured on the CPU runtime
     model = load_model_arg(a.model)
     data = Data.from_npz(a.data)

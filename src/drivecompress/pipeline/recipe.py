@@ -54,7 +54,7 @@ class Targets(BaseModel):
 class Evaluation(BaseModel):
     """How the runner measures after each step."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     test_subset: int | None = Field(None, ge=1, description="seeded subset of the test set (default: all)")
     latency_runs: int = Field(500, ge=1)
     throughput_seconds: float = Field(3.0, gt=0)
@@ -155,6 +155,18 @@ MAX_RECIPE_BYTES = 1_000_000
 class _NoAliasLoader(yaml.SafeLoader):
     """The safe loader without anchors and aliases: a recipe has no use for them, and nested aliases let half a
     kilobyte expand to gigabytes (measured: 1.3 GB, one level more aborted the process)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """A key given twice is an error (YAML's default keeps the last silently: a second ``steps:`` would
+        replace the first)."""
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.events.AliasEvent):

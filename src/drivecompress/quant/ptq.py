@@ -42,7 +42,9 @@ class PTQConfig(StepConfig):
 
     needs_module: ClassVar[bool] = False
     calibration: CalibName = "percentile"
-    calibration_images: int = Field(512, ge=1)
+    calibration_images: int = Field(512, ge=1, le=8192, description="images the calibrator collects activations "
+                                    "of (ONNX Runtime holds them all in memory: 10^11 asked for 22 GB and was "
+                                    "killed; the data's whole training split is used when it has fewer)")
     percentile: float = Field(99.999, gt=0, le=100)
     per_channel: bool = True
     preprocess: bool = True

@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from drivecompress.core import Context, State, StepConfig, register_step
 from drivecompress.data.api import Data
 from drivecompress.distill.step import DistillConfig, Distiller
+from drivecompress.errors import BadInputError
 from drivecompress.train.loop import TrainConfig, TrainResult, fit
 from drivecompress.utils.device import select_device
 
@@ -90,7 +91,9 @@ def finetune(model: nn.Module, data: Data, cfg: TuningConfig, epochs: int, *, te
     """Fine-tune ``model`` in place for ``epochs``; returns the training result (None for 0 epochs).
     ``average``: this is the final fine-tune, so ``cfg.swa_epochs`` applies (weight averaging). With a
     ``FinetuneConfig`` whose ``keep_zeros`` is on, a sparse model's zeros are held (``hold_zeros``)."""
-    if epochs <= 0:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise BadInputError(f"finetune: epochs must be a whole number >= 0, got {epochs!r}")
+    if epochs == 0:
         return None
     held = hold_zeros(model) if isinstance(cfg, FinetuneConfig) and cfg.keep_zeros else []
     try:

@@ -34,8 +34,9 @@ def limit_threads(n: int | None) -> None:
     2 cores ran several times slower than one after the other. Batch-1 latency is always 1 thread."""
     global _THREADS
     if n is not None:
-        if n < 1:
-            raise ValueError(f"threads must be >= 1, got {n}")
+        most = 8 * (os.cpu_count() or 1)
+        if not 1 <= n <= most:  # 100000 threads crashed ONNX Runtime (exit 139, nothing printed)
+            raise ValueError(f"threads must be between 1 and {most} (8 per core), got {n}")
         torch.set_num_threads(n)
     _THREADS = n
 
