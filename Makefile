@@ -27,7 +27,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/python -m pytest -m "not slow" -q; rc=$$?; \
+	@echo "make test: ruff, then the fast suite (about 11 min on an AVX-512 machine, 16 on AVX2-only; the slowest tests are listed at the end)"
+	$(BIN)/python -m pytest -m "not slow" -q --durations=15; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 test-all: $(STAMP)

@@ -81,6 +81,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     onnx.save(m, str(root / "onnx_inf.onnx"))
     f["onnx_inf"] = root / "onnx_inf.onnx"
     f["onnx_10_classes"] = _tiny_onnx(root / "c10.onnx", classes=10)
+    from drivecompress.models.registry import build_model, default_spec
+
+    f["ck_10_classes"] = save_checkpoint(root / "ck10", build_model(default_spec("vgg", 0.25, num_classes=10)))
     f["onnx_gray_28"] = _tiny_onnx(root / "g28.onnx", shape=(1, 28, 28))
     f["onnx_batch_1"] = _tiny_onnx(root / "b1.onnx", batch=1)
 
@@ -158,6 +161,8 @@ CASES = [
     ("eval --threads 100000", ["eval", "{ck}", "--threads", "100000"], "threads"),
     ("bench --seconds nan", ["bench", "{ck}", "--seconds", "nan"], "--seconds"),
     ("train --nproc-per-node 0", ["train", "--out", "{root}/t", "--nproc-per-node", "0"], "nproc-per-node"),
+    ("a 10-class checkpoint to compress (it left a run folder behind)",
+     ["compress", "{ck_10_classes}", "--recipe", "recipes/int8-ptq.yaml", "--out", "{root}/r10"], "10 classes"),
     ("an infinite target", ["compress", "{ck}", "--recipe", "recipes/int8-ptq.yaml", "--set",
                             "targets.min_latency_speedup=.inf", "--out", "{root}/r"], "min_latency_speedup"),
 ]

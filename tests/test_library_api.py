@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 
 import drivecompress as dc
 from drivecompress.cli import main
@@ -234,3 +235,30 @@ def test_a_recipe_teacher_may_be_an_onnx_file(tmp_path, data):
     ten = dc.export_onnx(make_net("branch", num_classes=10), tmp_path / "ten.onnx", deploy_input(data.test.x[:4])).path
     with pytest.raises(dc.BadInputError, match=r"recipe key 'teacher' \(.*ten.onnx\): .*10 classes"):
         load_teachers(str(ten), None, data)
+
+
+@pytest.mark.parametrize(("net", "needle"), [
+    ("tuple", "forward returns a tuple"),
+    ("gray", r"does not take this data's \(3, 32, 32\) images"),
+    ("ten", "predicts 10 classes; this data has 43"),
+])
+def test_a_module_the_data_cannot_drive_is_refused_in_one_line_before_anything_is_written(
+        tmp_path, mini_data, net, needle):
+    """Issue #53: a tuple-returning forward gave AttributeError deep in measuring, a 1-channel network a raw
+    export error, a 10-class network a run folder left behind."""
+    from drivecompress.errors import BadInputError
+
+    class Pair(torch.nn.Module):
+        def __init__(self, classes: int = 43, channels: int = 3):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(channels, 8, 3)
+            self.fc = torch.nn.Linear(8, classes)
+
+        def forward(self, x):
+            logits = self.fc(self.conv(x).mean((2, 3)))
+            return (logits, x) if net == "tuple" else logits
+
+    model = {"tuple": Pair(), "gray": Pair(channels=1), "ten": Pair(classes=10)}[net]
+    with pytest.raises(BadInputError, match=needle) as exc:
+        dc.compress(model, {"steps": [{"type": "ptq"}]}, data=mini_data, out=tmp_path / "run")
+    assert "\n" not in str(exc.value) and not (tmp_path / "run").exists()

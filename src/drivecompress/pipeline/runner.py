@@ -37,7 +37,7 @@ from drivecompress.errors import BadInputError, GateRefusedError
 from drivecompress.evaluate.compare import measure_onnx, ratios, speed_verdict
 from drivecompress.evaluate.complexity import count_macs, count_params, onnx_macs
 from drivecompress.evaluate.latency import SpeedConfig, ratio_stability, side_by_side
-from drivecompress.evaluate.loading import LoadedModel, load_model_arg
+from drivecompress.evaluate.loading import LoadedModel, check_module_against, load_model_arg
 from drivecompress.evaluate.machine import machine_info
 from drivecompress.evaluate.predictor import OnnxPredictor
 from drivecompress.evaluate.robustness import RobustnessConfig, robustness_report
@@ -123,15 +123,7 @@ def _one_teacher(name: str, template: nn.Module | None, data: Data, label: str) 
         teacher = load_checkpoint(folder, template=template)[0]
     except BadInputError as exc:
         raise BadInputError(f"{where}: {exc}") from exc
-    with torch.no_grad():
-        try:
-            out = teacher(data.example_input())
-        except RuntimeError as exc:
-            raise BadInputError(f"{where}: does not take this data's {tuple(data.input_shape)} images "
-                                f"({str(exc).splitlines()[0]})") from exc
-    if out.ndim != 2 or out.shape[1] != data.num_classes:
-        raise BadInputError(f"{where}: outputs {tuple(out.shape[1:])} scores per image; this data has "
-                            f"{data.num_classes} classes")
+    check_module_against(teacher, data, where)
     return teacher
 
 
