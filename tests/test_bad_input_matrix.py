@@ -63,6 +63,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     neg = json.loads(json.dumps(doc))
     neg["spec"]["features"] = [-8 if isinstance(v, int) else v for v in neg["spec"].get("features", [])] or [-8]
     ck_variant("ck_negative_width", meta=json.dumps(neg))
+    huge = json.loads(json.dumps(doc))
+    huge["spec"]["features"] = [10**9 if isinstance(v, int) else v for v in huge["spec"].get("features", [])] or [10**9]
+    ck_variant("ck_huge_width", meta=json.dumps(huge))
     nan_model = tiny_model("vgg")
     with torch.no_grad():
         next(nan_model.parameters())[0] = float("nan")
@@ -117,6 +120,8 @@ CASES = [
     ("checkpoint metadata not JSON", ["eval", "{ck_json_garbage}"], "not valid JSON"),
     ("checkpoint metadata without spec", ["eval", "{ck_no_spec}"], "spec"),
     ("checkpoint with negative widths", ["eval", "{ck_negative_width}"], "malformed"),
+    ("checkpoint with a width of 1e9 (allocated 108 GB before refusing)", ["eval", "{ck_huge_width}"],
+     "larger than any width"),
     ("checkpoint holding NaN", ["eval", "{ck_nan}"], "NaN"),
     ("ONNX truncated", ["eval", "{onnx_truncated}"], "onnx"),
     ("ONNX garbage", ["eval", "{onnx_garbage}"], "onnx"),

@@ -57,6 +57,10 @@ def build_model(spec: dict[str, Any], seed: int | None = None) -> nn.Module:
     arch = spec.get("arch") if isinstance(spec, dict) else None
     if arch not in _REGISTRY:
         raise BadInputError(f"model spec: unknown arch {arch!r} (available: {', '.join(available_models())})")
+    big = _too_large(spec, "")
+    if big:  # before allocating: a width of 1e9 asked for 108 GB before torch refused
+        raise BadInputError(f"model spec for '{arch}': {big[0]} = {big[1]:,} is larger than any width this "
+                            f"loader builds ({MAX_WIDTH:,})")
     try:
         with torch.random.fork_rng() if seed is not None else contextlib.nullcontext():
             if seed is not None:
@@ -69,6 +73,21 @@ def build_model(spec: dict[str, Any], seed: int | None = None) -> nn.Module:
         raise BadInputError(f"model spec for '{arch}': unknown key(s) {', '.join(sorted(unknown))} "
                             f"(known: {', '.join(sorted(model.spec()))})")
     return model
+
+
+MAX_WIDTH = 1 << 16  # channels, features or classes of one layer
+
+
+def _too_large(spec: Any, where: str) -> tuple[str, int] | None:
+    """The first integer of the spec (nested dicts and lists) above ``MAX_WIDTH``, with its key path."""
+    items = spec.items() if isinstance(spec, dict) else enumerate(spec) if isinstance(spec, list) else ()
+    for k, v in items:
+        if isinstance(v, int | float) and not isinstance(v, bool) and v > MAX_WIDTH:
+            return f"{where}{k}", int(v)
+        found = _too_large(v, f"{where}{k}.") if isinstance(v, dict | list) else None
+        if found:
+            return found
+    return None
 
 
 def _unknown_keys(given: Any, known: Any, where: str) -> set[str]:
