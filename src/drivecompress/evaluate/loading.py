@@ -50,29 +50,6 @@ class LoadedModel:
             check_module_against(self.module, data, str(self.source))
         return self
 
-
-def check_module_against(module: nn.Module, data: Data, where: str) -> None:
-    """One forward pass on one image of ``data``'s shape: a wrong input size or channel count, an output that
-    is not a single tensor (a tuple, a dict) or of another class count is a one-line BadInputError naming
-    ``where``."""
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            out = module(data.example_input())
-    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-        raise BadInputError(f"{where}: does not take this data's {tuple(data.input_shape)} images "
-                            f"({str(exc).splitlines()[0][:200]})") from exc
-    finally:
-        module.train(was_training)
-    if not isinstance(out, torch.Tensor):
-        raise BadInputError(f"{where}: forward returns a {type(out).__name__}, not one tensor of class scores; "
-                            "wrap the model so that it returns the logits tensor alone")
-    if out.ndim != 2:
-        raise BadInputError(f"{where}: outputs a tensor of shape {tuple(out.shape)}, expected (images, classes)")
-    if out.shape[1] != data.num_classes:
-        raise BadInputError(f"{where}: predicts {out.shape[1]} classes; this data has {data.num_classes} classes")
-
     def predictor(self, threads: int | None = None, device: str | torch.device = "cpu") -> Predictor:
         if self.module is not None:
             return TorchPredictor(self.module, device, name=self.source.name)
@@ -124,3 +101,26 @@ def check_onnx_input(path: Path, data: Data) -> None:
     out = p.output_dims
     if len(out) == 2 and isinstance(out[1], int) and out[1] != data.num_classes:
         raise BadInputError(f"{path}: output '{p.output_name}' has {out[1]} classes, the data has {data.num_classes}")
+
+
+def check_module_against(module: nn.Module, data: Data, where: str) -> None:
+    """One forward pass on one image of ``data``'s shape: a wrong input size or channel count, an output that
+    is not a single tensor (a tuple, a dict) or of another class count is a one-line BadInputError naming
+    ``where``."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = module(data.example_input())
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise BadInputError(f"{where}: does not take this data's {tuple(data.input_shape)} images "
+                            f"({str(exc).splitlines()[0][:200]})") from exc
+    finally:
+        module.train(was_training)
+    if not isinstance(out, torch.Tensor):
+        raise BadInputError(f"{where}: forward returns a {type(out).__name__}, not one tensor of class scores; "
+                            "wrap the model so that it returns the logits tensor alone")
+    if out.ndim != 2:
+        raise BadInputError(f"{where}: outputs a tensor of shape {tuple(out.shape)}, expected (images, classes)")
+    if out.shape[1] != data.num_classes:
+        raise BadInputError(f"{where}: predicts {out.shape[1]} classes; this data has {data.num_classes} classes")

@@ -36,6 +36,8 @@ class ImageReader(CalibrationDataReader):
         # batch_size keeps them equal.
         n = len(self.images)
         self.batch_size = max(d for d in range(1, max(1, min(batch_size, n)) + 1) if n % d == 0)
+        if n % batch_size == 0:  # a graph with a fixed batch needs exactly that batch
+            self.batch_size = batch_size
         self._it: Iterator[dict[str, np.ndarray]] = iter(())
         self.rewind()
 

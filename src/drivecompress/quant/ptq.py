@@ -164,6 +164,12 @@ def quantize_ptq(
     with tempfile.TemporaryDirectory(prefix="dc-ptq-") as tmp, _root_logger_quiet():
         model_in = preprocess(src, Path(tmp) / "pre.onnx") if cfg.preprocess else src
         proto = onnx.load(str(model_in))
+        fixed = proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value  # 0: a dynamic batch
+        if fixed:  # a graph exported with a fixed batch (often 1) is calibrated at that batch
+            if len(images) < fixed:
+                raise BadInputError(f"{src}: its input takes batches of exactly {fixed} images; "
+                                    f"calibration has {len(images)}")
+            images = images[: len(images) // fixed * fixed]
         names = quantizable_nodes(proto)
         excluded = resolve_patterns(names, cfg.exclude)
         excluded += [n.name for n in proto.graph.node
@@ -183,7 +189,7 @@ def quantize_ptq(
 
         def _quantize(tmp_out: Path) -> None:
             quantize_static(
-                str(model_in), str(tmp_out), ImageReader(images),
+                str(model_in), str(tmp_out), ImageReader(images, batch_size=fixed or 32),
                 quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel,
                 reduce_range=int8_saturates() if cfg.reduce_range is None else cfg.reduce_range,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
