@@ -56,6 +56,8 @@ def _flatten(result: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
             rows.append((key, f"{v:.4f}" if abs(v) < 100 else f"{v:,.1f}"))
         elif isinstance(v, int) and not isinstance(v, bool):
             rows.append((key, f"{v:,}"))
+        elif isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+            rows.append((key, "\n".join(v)))  # violations, targets: one per line
         elif isinstance(v, list) and len(v) > 8 and all(isinstance(x, float) for x in v):
             worst = min(range(len(v)), key=lambda i: v[i] if v[i] == v[i] else 2.0)
             rows.append((key, f"{len(v)} values, min {v[worst]:.4f} (class {worst})"))
@@ -69,8 +71,8 @@ def _print_human(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(show_header=True, header_style="bold")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table.add_column("metric", overflow="fold")
+    table.add_column("value", justify="right", overflow="fold")  # wrapped, never cut with '…' (paths)
     for k, v in _flatten(result):
         table.add_row(k, v)
     Console().print(table)

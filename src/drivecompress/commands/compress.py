@@ -73,5 +73,7 @@ def summary(rep: dict[str, Any], out: Path) -> dict[str, Any]:
         "latency_ms_p50": f"{lat(b, 'baseline'):.3f} -> {lat(f, 'final'):.3f} (measured side by side)",
         "size_bytes": f"{b['size_bytes']:,} -> {f['size_bytes']:,}",
         **{k: round(v, 3) for k, v in rep["ratios"].items()},
+        **({"targets": [f"{t['target']}: {t['achieved']}" + ("" if t["met"] else f" - MISSED, {t['shortfall']}")
+                        for t in rep["targets"]]} if rep.get("targets") else {}),
         "timing_quiet": rep.get("side_by_side_stability", {}).get("quiet"),
     }

@@ -4,7 +4,6 @@ the report is."""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,21 +36,10 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     loaded = as_model(a.model)
     err = Console(stderr=True)
     t0 = time.perf_counter()
-    try:
+    try:  # the figures are printed once, by the CLI's table (stdout), refused or passed
         result = run_with_summary(loaded, recipe, data, out, False, a.device)
-    except GateRefusedError as exc:
-        _print_figures(err, getattr(exc, "summary", {}))
+    except GateRefusedError:
         err.print(f"[bold red]demo[/]: the gate refused the result; see {out / 'report.html'}")
         raise
-    _print_figures(err, result)
-    err.print(f"[bold]demo[/]: PASSED in {time.perf_counter() - t0:.0f} s. Open the report: {out / 'report.html'}")
-    print(f"report: {out / 'report.html'}", file=sys.stderr)
+    err.print(f"[bold]demo[/]: PASSED in {time.perf_counter() - t0:.0f} s")
     return result
-
-
-def _print_figures(err, s: dict[str, Any]) -> None:
-    """The summary figures, before the verdict, so a refused demo still shows what it reached."""
-    for k in ("accuracy", "latency_ms_p50", "latency_ms_p50_ratio", "size_bytes", "size_bytes_ratio",
-              "throughput_ratio"):
-        if k in s:
-            err.print(f"  {k}: {s[k]}")

@@ -32,6 +32,9 @@ def tradeoff(points: list[tuple[str, dict[str, Any]]], x_key: str, x_label: str)
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xlabel(x_label)
     ax.set_ylabel("top-1 accuracy (%)")
+    mid = (max(ys) + min(ys)) / 2  # at least one point of accuracy on the axis: 0.03 points must look small
+    half = max(0.5, (max(ys) - min(ys)) / 2 * 1.2)
+    ax.set_ylim(mid - half, mid + half)
     ax.grid(alpha=0.3)
     return _png(fig)
 
