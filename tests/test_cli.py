@@ -187,3 +187,13 @@ def test_gate_command_passes_an_equal_model_and_refuses_a_worse_one(tmp_path, ca
         m = re.fullmatch(r"-(\d+) \+(\d+) of (\d+) \((\d+) of (\d+) signs\), p_holm [0-9.e+-]+"
                          r"(?:, (\d+) lost at baseline p < 0\.5)?", v)
         assert m and int(m[6] or 0) <= int(m[1]) and int(m[4]) <= int(m[5]), v
+
+
+def test_one_version_number():
+    """pyproject.toml said 0.1.0 while drivecompress.__version__ said 0.2.0 (issue #54): the package metadata
+    now reads the attribute."""
+    from importlib.metadata import version
+
+    import drivecompress
+
+    assert version("drivecompress") == drivecompress.__version__
