@@ -45,7 +45,9 @@ def as_recipe(recipe: Recipe | dict[str, Any] | str | os.PathLike, overrides: li
         return parse_recipe(recipe.resolved(), recipe.name, overrides) if overrides else recipe
     if isinstance(recipe, dict):
         return parse_recipe(recipe, "recipe", overrides)
-    return load_recipe(recipe, overrides)
+    from drivecompress.data.gtsrb import repo_path
+
+    return load_recipe(repo_path(recipe), overrides)  # "recipes/x.yaml" also names a shipped user recipe
 
 
 def as_data(data: Data | str | os.PathLike | None) -> Data:

@@ -26,11 +26,12 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
 
     from drivecompress.api import as_data, as_model, as_recipe
     from drivecompress.commands.compress import run_with_summary
-    from drivecompress.data.gtsrb import repo_root
+    from drivecompress.data.gtsrb import repo_root, shipped
     from drivecompress.errors import GateRefusedError
 
-    recipe_path = a.recipe or repo_root() / "recipes" / "default.yaml"
-    out = a.out or repo_root() / "runs" / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    recipe_path = a.recipe or shipped("recipes") / "default.yaml"
+    runs = repo_root() / "runs" if (repo_root() / "pyproject.toml").exists() else Path.cwd() / "runs"
+    out = a.out or runs / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     recipe = as_recipe(recipe_path)
     data = as_data(a.data)
     loaded = as_model(a.model)

@@ -27,7 +27,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 @_args.bind
 def _run(a: argparse.Namespace) -> dict[str, Any]:
     from drivecompress.api import as_data, as_model, as_recipe
-    from drivecompress.data.gtsrb import repo_root
+    from drivecompress.data.gtsrb import shipped
     from drivecompress.errors import BadInputError, GateRefusedError
     from drivecompress.evaluate.measure import evaluate_predictor
     from drivecompress.pipeline.gate import NOISE_TRIALS, check_gate, noise_sentence
@@ -36,7 +36,7 @@ def _run(a: argparse.Namespace) -> dict[str, Any]:
     if a.subset is not None and a.subset < 1:
         raise BadInputError("--subset must be >= 1")
     device = select_device(a.device)
-    recipe = as_recipe(a.recipe or repo_root() / "recipes" / "default.yaml", a.overrides)
+    recipe = as_recipe(a.recipe or shipped("recipes") / "default.yaml", a.overrides)
     data = as_data(a.data)
     test = data.test.head(a.subset, seed=recipe.seed)
     metrics = []

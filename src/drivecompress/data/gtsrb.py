@@ -34,12 +34,26 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[3]
 
 
+def shipped(name: str) -> Path:
+    """A shipped folder (``baseline``, ``searched``, ``recipes``): the checkout's top-level one, else the copy
+    the wheel carries inside the package (``drivecompress/_shipped``, written by setup.py)."""
+    checkout = repo_root() / name
+    if checkout.exists():
+        return checkout
+    from importlib.resources import files
+
+    return Path(str(files("drivecompress"))) / "_shipped" / name
+
+
 def repo_path(path: str | os.PathLike) -> Path:
     """A path a recipe names: absolute, or relative to the working directory, else to the repository root (so
-    the shipped recipes' ``runs/...`` and ``baseline`` work from any directory of a checkout)."""
+    the shipped recipes' ``runs/...`` and ``baseline`` work from any directory of a checkout), else inside the
+    installed package's shipped folders (``recipes/int8-ptq.yaml`` from a wheel)."""
     p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
+    if p.is_absolute() or p.exists() or (repo_root() / p).exists():
+        return p if p.is_absolute() or p.exists() else repo_root() / p
+    if p.parts and p.parts[0] in ("baseline", "searched", "recipes") and shipped(p.parts[0]).exists():
+        return shipped(p.parts[0]).joinpath(*p.parts[1:])
     return repo_root() / p
 
 

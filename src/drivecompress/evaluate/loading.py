@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from drivecompress.data.api import Data
-from drivecompress.data.gtsrb import repo_root
+from drivecompress.data.gtsrb import shipped
 from drivecompress.errors import BadInputError
 from drivecompress.evaluate.predictor import OnnxPredictor, Predictor, TorchPredictor
 from drivecompress.train.checkpoint import load_checkpoint
@@ -19,13 +19,13 @@ from drivecompress.train.checkpoint import load_checkpoint
 
 def baseline_dir() -> Path:
     """The shipped baseline checkpoint ($DRIVECOMPRESS_BASELINE overrides, for tests and forks)."""
-    return Path(os.environ.get("DRIVECOMPRESS_BASELINE") or repo_root() / "baseline")
+    return Path(os.environ.get("DRIVECOMPRESS_BASELINE") or shipped("baseline"))
 
 
 def searched_dir() -> Path:
     """The shipped searched model: the architecture search's best finalist, its checkpoint and int8
     ``model.onnx`` (``search/ship.py``; $DRIVECOMPRESS_SEARCHED overrides)."""
-    return Path(os.environ.get("DRIVECOMPRESS_SEARCHED") or repo_root() / "searched")
+    return Path(os.environ.get("DRIVECOMPRESS_SEARCHED") or shipped("searched"))
 
 
 SHIPPED = {"baseline": baseline_dir, "searched": searched_dir}
