@@ -92,7 +92,7 @@ def test_finetune_keeps_a_sparse_models_zeros_unless_told_not_to(mini_data):
 
 
 def test_rewinding_as_a_finetune_equals_a_second_unstructured_step(mini_data):
-    """recipes/deep-compression-rewind.yaml rewinds with ``finetune`` (zeros held); it was measured as a second
+    """experiments/deep-compression-rewind.yaml rewinds with ``finetune`` (zeros held); it was measured as a second
     ``unstructured`` step at the same sparsity, which re-derives the same mask: the two train identically."""
     import copy
 

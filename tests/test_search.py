@@ -307,7 +307,7 @@ def test_spearman_rank_correlation():
 
 
 def test_resnet_space_can_put_a_block_at_full_resolution_in_front():
-    """The searched ResNet may keep one block at 32x32 before the first drop (recipes/student-fullres.yaml's
+    """The searched ResNet may keep one block at 32x32 before the first drop (experiments/student-fullres.yaml's
     layout); the spec builds and classifies."""
     import torch
 

@@ -30,7 +30,7 @@ def sample_spec(trial: Any, num_classes: int, input_norm: dict[str, Any] | None,
     else:
         stages, cin = [], stem
         # A block at full resolution before the first drop: measured the largest gain for small signs
-        # (recipes/student-fullres.yaml: +2.0 points under 14 px for 1.3x the latency of the same net without).
+        # (experiments/student-fullres.yaml: +2.0 points under 14 px for 1.3x the latency of the same net without).
         if trial.suggest_categorical("full_res_block", [False, True]):
             stages.append({"stride": 1, "out": stem, "mids": [stem], "projection": False})
         for i, choices in enumerate(widths):
