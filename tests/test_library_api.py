@@ -39,7 +39,7 @@ def test_readme_example_compresses_its_own_network(tmp_path, monkeypatch):
     assert result.model_path.name == ("model.onnx" if result.passed else "model.rejected.onnx")
     kinds = {i.data_type for i in onnx.load(str(result.model_path)).graph.initializer}
     assert onnx.TensorProto.INT8 in kinds
-    assert (tmp_path / "runs" / "readme-example" / "report.html").exists()
+    assert (tmp_path / "out" / "readme-example" / "report.html").exists()
 
 
 def _user_onnx(tmp_path: Path, data) -> Path:
