@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from drivecompress.data.classes import CLASS_NAMES, SAFETY_CRITICAL
-from drivecompress.evaluate.evidence import cluster_bound, null_tail
-from drivecompress.pipeline.gate import check_gate, check_targets, holm, paired_bound
+from drivecompress.evaluate.evidence import cluster_bound, holm, null_tail
+from drivecompress.pipeline.gate import check_gate, check_targets, paired_bound
 from drivecompress.pipeline.recipe import Budgets, Targets
 
 SAFETY = sorted(SAFETY_CRITICAL)

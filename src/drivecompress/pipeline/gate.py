@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from drivecompress.evaluate.evidence import cluster_bound, holm, per_class_evidence
+from drivecompress.evaluate.evidence import cluster_bound, per_class_evidence
 from drivecompress.pipeline.recipe import Budgets, Targets
 
-__all__ = ["holm"]
 NOISE_TRIALS = 200  # simulations behind a verdict's noise level
 
 
