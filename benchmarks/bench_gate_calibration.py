@@ -23,7 +23,7 @@ from rich.progress import track
 
 from drivecompress.data.classes import SAFETY_CRITICAL
 from drivecompress.evaluate.gate_sim import NULLS, World, drop_everywhere, equal_quality, gtsrb_like, lose_in_class
-from drivecompress.pipeline.gate import _pooled, paired_rules
+from drivecompress.pipeline.gate import paired_rules, pooled_rule
 from drivecompress.pipeline.recipe import Budgets
 
 BUDGETS = Budgets(max_accuracy_drop=0.5, max_safety_recall_drop=1.0)
@@ -37,7 +37,7 @@ def verdict(world: World, ok: np.ndarray) -> tuple[bool, bool, bool]:
     v = paired_rules(world.base_pred, pred, world.y, BUDGETS, sorted(SAFETY_CRITICAL), (),
                      world.base_prob, world.groups)[1]
     safety = np.isin(world.y, sorted(SAFETY_CRITICAL))
-    flat = [_pooled("", world.base_pred, pred, world.y, mask, None, budget, BUDGETS.confidence)[1]
+    flat = [pooled_rule("", world.base_pred, pred, world.y, mask, None, budget, BUDGETS.confidence)[1]
             for mask, budget in ((np.ones(len(ok), bool), BUDGETS.max_accuracy_drop),
                                  (safety, BUDGETS.max_safety_recall_drop))]
     return (any(s.startswith("class") for s in v), any(not s.startswith("class") for s in v),

@@ -29,23 +29,9 @@ from drivecompress.pipeline.recipe import Budgets, Targets
 NOISE_TRIALS = 200  # simulations behind a verdict's noise level
 
 
-def paired_bound(lost: int, gained: int, n: int, confidence: float) -> tuple[float, float]:
-    """(difference, one-sided lower confidence bound) of accuracy, candidate minus baseline, as fractions,
-    images independent."""
-    diff = np.concatenate([-np.ones(lost), np.ones(gained), np.zeros(max(0, n - lost - gained))])
-    return cluster_bound(diff, None, confidence)
-
-
-def paired_counts(base_pred: np.ndarray, cand_pred: np.ndarray, labels: np.ndarray, classes: np.ndarray | None = None
-                  ) -> tuple[int, int, int]:
-    """(lost, gained, n) over the images of ``classes`` (all images when None)."""
-    m = np.ones(len(labels), bool) if classes is None else np.isin(labels, classes)
-    b, c = base_pred[m] == labels[m], cand_pred[m] == labels[m]
-    return int((b & ~c).sum()), int((~b & c).sum()), int(m.sum())
-
-
-def _pooled(label: str, bp: np.ndarray, fp: np.ndarray, y: np.ndarray, mask: np.ndarray, groups: np.ndarray | None,
-            budget: float, conf: float) -> tuple[dict[str, Any], str | None]:
+def pooled_rule(label: str, bp: np.ndarray, fp: np.ndarray, y: np.ndarray, mask: np.ndarray,
+                groups: np.ndarray | None, budget: float, conf: float) -> tuple[dict[str, Any], str | None]:
+    """Paired non-inferiority over the images of ``mask``: (row, violation or None)."""
     b, c = bp[mask] == y[mask], fp[mask] == y[mask]
     lost, gained, n = int((b & ~c).sum()), int((~b & c).sum()), int(mask.sum())
     signs = None if groups is None else groups[mask]
@@ -105,7 +91,7 @@ def paired_rules(bp: np.ndarray, fp: np.ndarray, y: np.ndarray, budgets: Budgets
     conf = budgets.confidence
     every = np.ones(len(y), bool)
     if budgets.max_accuracy_drop is not None:
-        row, bad = _pooled("all test images", bp, fp, y, every, groups, budgets.max_accuracy_drop, conf)
+        row, bad = pooled_rule("all test images", bp, fp, y, every, groups, budgets.max_accuracy_drop, conf)
         out["pooled"].append(row)
         v += [bad] if bad else []
     if budgets.max_safety_recall_drop is not None:
@@ -114,7 +100,7 @@ def paired_rules(bp: np.ndarray, fp: np.ndarray, y: np.ndarray, budgets: Budgets
         v += bad_cls
         if safety:
             mask = np.isin(y, sorted(int(c) for c in safety))
-            row, bad = _pooled("safety-critical images", bp, fp, y, mask, groups, budgets.max_safety_recall_drop,
+            row, bad = pooled_rule("safety-critical images", bp, fp, y, mask, groups, budgets.max_safety_recall_drop,
                                conf)
             out["pooled"].append(row)
             v += [bad] if bad else []
